@@ -1,0 +1,73 @@
+"""The zoo's contract: what a model entry declares and how models are called.
+
+Every zoo model takes frames ``[T, B, C, H, W]`` (spikingjelly's multi-step layout) and returns
+per-step logits ``[T', B, K]`` (``T' = T`` for SNNs, ``1`` for ANN baselines that read all bins at
+once). Only :class:`snnsec.classifier.Classifier` calls models; it resets SNN state and averages
+logits over the first axis.
+"""
+from __future__ import annotations
+
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field, fields, replace
+from typing import Any
+
+from torch import nn
+
+from snnsec.errors import ConfigError, UnknownNameError
+from snnsec.registry import Registry
+
+
+@dataclass(frozen=True)
+class InputSpec:
+    """The shape of the frames a model will see and the number of classes."""
+
+    frames: int  # T
+    channels: int  # polarities P (2 for DVS)
+    height: int
+    width: int
+    num_classes: int
+
+
+@dataclass(frozen=True)
+class ModelEntry:
+    """A registry entry: named configurations and a builder.
+
+    ``build(config, spec)`` returns an ``nn.Module``; ``config`` is one of ``configs`` (possibly with
+    fields overridden). ``default_config(spec)`` picks a configuration for a dataset. ``feature_layer``
+    names the module whose output is the penultimate representation defenses read.
+    """
+
+    name: str
+    build: Callable[[Any, InputSpec], nn.Module]
+    configs: Mapping[str, Any]
+    default_config: Callable[[InputSpec], str]
+    spiking: bool
+    feature_layer: str
+    description: str
+    reference: str = ""
+    #: Reported accuracies of the reference paper, e.g. {"dvs128": 0.983}.
+    reference_accuracy: Mapping[str, float] = field(default_factory=dict)
+
+    def resolve_config(self, config_name: str | None, spec: InputSpec, **overrides: Any) -> Any:
+        name = config_name or self.default_config(spec)
+        if name not in self.configs:
+            raise UnknownNameError(
+                f"unknown config {name!r} for model {self.name!r}; choose one of: {', '.join(self.configs)}"
+            )
+        config = self.configs[name]
+        if overrides:
+            known = {f.name for f in fields(config)}
+            bad = sorted(set(overrides) - known)
+            if bad:
+                raise ConfigError(f"model {self.name!r} has no option(s) {bad}; options: {sorted(known)}")
+            config = replace(config, **overrides)
+        return config
+
+
+MODELS: Registry[ModelEntry] = Registry("model", "snnsec.models")
+
+
+def create_model(name: str, spec: InputSpec, config: str | None = None, **overrides: Any) -> nn.Module:
+    """Build zoo model ``name`` for inputs ``spec`` (``timm.create_model`` style)."""
+    entry = MODELS.get(name)
+    return entry.build(entry.resolve_config(config, spec, **overrides), spec)
