@@ -33,7 +33,7 @@ CONFIGS = {
     "gesture": SpikingCNNConfig(channels=128, blocks=5, hidden=512, neuron="lif"),
     "cifar10dvs": SpikingCNNConfig(channels=128, blocks=4, hidden=512, neuron="lif"),
     # Narrow versions for CPUs: the embedded digits-dvs default and unit tests.
-    "small": SpikingCNNConfig(channels=32, blocks=2, hidden=256, neuron="lif", dropout=0.2),
+    "small": SpikingCNNConfig(channels=16, blocks=2, hidden=128, neuron="lif", dropout=0.2),
     "tiny": SpikingCNNConfig(channels=8, blocks=2, hidden=32, neuron="lif", dropout=0.0),
 }
 

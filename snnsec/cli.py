@@ -1,0 +1,111 @@
+"""Command line: click parses, builds a config and calls the library; errors become one clear line."""
+from __future__ import annotations
+
+import json
+import os
+import sys
+from dataclasses import fields
+from pathlib import Path
+
+import click
+
+from snnsec.errors import SnnsecError
+
+LISTABLE = ("models", "attacks", "triggers", "datasets", "defenses")
+
+
+def _default_cache_dir() -> Path:
+    return Path(os.environ.get("SNNSEC_CACHE_DIR", Path.home() / ".cache" / "snnsec"))
+
+
+class _Cli(click.Group):
+    def invoke(self, ctx: click.Context):
+        try:
+            return super().invoke(ctx)
+        except SnnsecError as err:
+            raise click.ClickException(str(err)) from None
+
+
+@click.group(cls=_Cli, context_settings={"help_option_names": ["-h", "--help"], "max_content_width": 100})
+@click.version_option(package_name="snnsec")
+def cli() -> None:
+    """Backdoor and adversarial security benchmarks for spiking neural networks on event data."""
+
+
+@cli.command()
+@click.option("--model", default="spiking-cnn", show_default=True, help="Zoo model (see `snnsec list models`).")
+@click.option("--model-config", default=None, help="Named model configuration (default: chosen for the data).")
+@click.option("--trigger", default="static", show_default=True, help="Trigger (see `snnsec list attacks`).")
+@click.option("--dataset", default="digits-dvs", show_default=True, help="Dataset (see `snnsec list datasets`).")
+@click.option("--data-dir", type=click.Path(file_okay=False, path_type=Path), default=None,
+              envvar="SNNSEC_DATA_DIR", help="Folder holding real datasets [env: SNNSEC_DATA_DIR].")
+@click.option("--poison-rate", type=float, default=0.1, show_default=True, help="Fraction of training samples poisoned, in (0, 1].")
+@click.option("--target", type=int, default=0, show_default=True, help="Target class of the backdoor.")
+@click.option("--mode", type=click.Choice(["all-to-one", "all-to-all", "clean-label"]), default="all-to-one", show_default=True)
+@click.option("--trigger-size", type=float, default=0.1, show_default=True, help="Trigger side as a fraction of the frame width, in (0, 1].")
+@click.option("--position", type=click.Choice(["top-left", "top-right", "bottom-left", "bottom-right", "middle", "random"]),
+              default="bottom-right", show_default=True, help="Trigger position; random is fixed by --seed.")
+@click.option("--polarity", type=click.IntRange(0, 3), default=1, show_default=True,
+              help="0: both channels off, 1: ON events, 2: OFF events, 3: both.")
+@click.option("--trigger-value", type=float, default=None, help="Trigger pixel value (default 1 on binary frames, a high event count on count frames).")
+@click.option("--frames", "-T", type=int, default=None, help="Time bins T (default: the dataset's).")
+@click.option("--slicing", type=click.Choice(["time", "count"]), default="time", show_default=True, help="Equal time windows or equal event counts per bin.")
+@click.option("--size", type=int, default=None, help="Resize frames to SIZE x SIZE (default: sensor size).")
+@click.option("--encoding", type=click.Choice(["binary", "counts"]), default="binary", show_default=True)
+@click.option("--epochs", type=int, default=8, show_default=True)
+@click.option("--batch-size", type=int, default=32, show_default=True)
+@click.option("--lr", type=float, default=2e-3, show_default=True)
+@click.option("--optimizer", type=click.Choice(["adamw", "adam"]), default="adamw", show_default=True)
+@click.option("--seed", type=int, default=0, show_default=True)
+@click.option("--device", default="auto", show_default=True, help="auto, cpu, cuda or cuda:N.")
+@click.option("--out", type=click.Path(file_okay=False, path_type=Path), default=Path("reports"), show_default=True,
+              help="Where records and tables are written.")
+@click.option("--cache-dir", type=click.Path(file_okay=False, path_type=Path), default=None,
+              help="Frame and model cache [env: SNNSEC_CACHE_DIR; default ~/.cache/snnsec].")
+@click.option("--json", "as_json", is_flag=True, help="Print the run's record as one JSON object on stdout.")
+def attack(**options) -> None:
+    """Train a clean and a backdoored model and report CA, ASR and stealth."""
+    from snnsec.experiment import AttackConfig, Workspace, run_attack
+
+    as_json = options.pop("as_json")
+    workspace = Workspace(
+        data_dir=options.pop("data_dir"), cache_dir=options.pop("cache_dir") or _default_cache_dir(),
+        out_dir=options.pop("out"), device=options.pop("device"),
+    )
+    config_fields = {f.name for f in fields(AttackConfig)}
+    config = AttackConfig(**{k: v for k, v in options.items() if k in config_fields})
+    record = run_attack(config, workspace)
+    if as_json:
+        click.echo(json.dumps(record.to_dict(), sort_keys=True))
+    else:
+        m = record.metrics
+        click.echo(
+            f"run {record.run_id}: CA clean {100 * m['ca_clean']:.1f}%  CA backdoored {100 * m['ca_backdoor']:.1f}%  "
+            f"ASR {100 * m['asr']:.1f}%  SSIM {m['ssim']:.3f}  ({record.duration_s:.0f} s)\n"
+            f"tables: {workspace.out_dir / 'attack_results.md'}"
+        )
+
+
+@cli.command("list")
+@click.argument("what", type=click.Choice(LISTABLE))
+def list_names(what: str) -> None:
+    """Print the registered names of WHAT, one per line."""
+    from snnsec.attacks import TRIGGERS
+    from snnsec.datasets import DATASETS
+    from snnsec.zoo import MODELS
+
+    registries = {"models": MODELS, "attacks": TRIGGERS, "triggers": TRIGGERS, "datasets": DATASETS}
+    if what == "defenses":
+        from snnsec.defenses import DEFENSES
+
+        registries["defenses"] = DEFENSES
+    for name in registries[what].names():
+        click.echo(name)
+
+
+def main() -> None:
+    cli(prog_name="snnsec")
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,266 @@
+"""Energy of a spiking network from synaptic operations (SOPs), against an ANN of the same shape.
+
+The estimate used across the SNN literature (e.g. Spikformer, Spike-driven Transformer; 45 nm figures from
+Horowitz, ISSCC 2014): a synaptic layer whose inputs are spikes only accumulates, once per input spike and
+outgoing synapse, at ``E_AC = 0.9 pJ``; a layer whose inputs are real-valued (the first conv on event-count
+frames, a layer after BN or after a real-valued residual sum, SEW ADD's integer sums) multiplies and
+accumulates at ``E_MAC = 4.6 pJ`` on every step. Per synaptic layer (Conv1d/2d/3d, Linear, including
+spikingjelly's ``layer.*`` wrappers, which subclass them):
+
+    MACs  = dense multiply-accumulates per sample per time step (bias additions not counted)
+    rate  = fraction of non-zero input values, over all steps and samples
+    SOPs  = rate x T x MACs     priced at E_AC            if every input value is 0 or 1
+    SOPs  = 1 x T x MACs        priced at E_MAC (a MAC)   otherwise
+
+The ANN equivalent is the same network run densely once on the same input: ANN MACs = the dense MACs of one
+time step, summed over layers, priced at E_MAC. Matrix products between activations that are not modules
+(e.g. the Q.K^T of spiking self-attention) are not counted; neither are memory accesses, BN or neuron updates.
+
+Why not spikingjelly 2.x's ``op_counter``: its ``SynOpCounter``/``MACCounter`` (a ``TorchDispatchMode``)
+count exact, padding-aware synaptic operations per aten op, summed over the batch and nested module scopes.
+That is a finer model than the ``rate x T x MACs`` convention the papers report (and ARCHITECTURE.md
+prescribes), it gives no per-layer firing rates or dense MACs, and it runs an extra float64 convolution per
+spiking conv. Forward hooks give the paper convention per layer at the cost of one ``count_nonzero`` per call;
+the tests check that both agree exactly where padding plays no role (Linear and 1x1 convs).
+"""
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import asdict, dataclass
+from math import prod
+from typing import Any
+
+import torch
+from spikingjelly.activation_based.neuron import BaseNode
+from torch import Tensor, nn
+
+#: 45 nm, 32-bit float (Horowitz 2014): a multiply-accumulate and an accumulate, in picojoules.
+E_MAC_PJ = 4.6
+E_AC_PJ = 0.9
+
+SYNAPTIC_TYPES: tuple[type[nn.Module], ...] = (nn.Conv1d, nn.Conv2d, nn.Conv3d, nn.Linear)
+
+
+@dataclass(frozen=True)
+class LayerEnergy:
+    """One synaptic layer, per sample (``sops`` and ``energy_pj`` over all T steps)."""
+
+    name: str
+    kind: str  # module class, e.g. "Conv2d", "Linear"
+    macs: int  # dense multiply-accumulates per sample per time step
+    input_rate: float  # measured fraction of non-zero inputs
+    binary_input: bool  # every input value was 0 or 1
+    priced_as: str  # "AC" (spike-driven) or "MAC" (real-valued input; rate taken as 1)
+    sops: float  # rate x T x macs, with rate = 1 when priced as MAC
+    energy_pj: float
+
+
+@dataclass(frozen=True)
+class NeuronRate:
+    """One spiking-neuron layer: the fraction of its outputs that are spikes."""
+
+    name: str
+    kind: str
+    neurons: int  # per sample per time step
+    firing_rate: float  # spikes / (neurons x T x samples)
+    spikes_per_sample: float  # over all T steps
+
+
+@dataclass(frozen=True)
+class EnergyReport:
+    """Per-sample energy of one measured run; ``to_dict()`` is JSON-ready for run records."""
+
+    time_steps: int  # T the network saw (1 for a network without spiking neurons)
+    samples: int  # batch items measured over
+    layers: tuple[LayerEnergy, ...]
+    neurons: tuple[NeuronRate, ...]
+    e_mac_pj: float = E_MAC_PJ
+    e_ac_pj: float = E_AC_PJ
+
+    @property
+    def sops(self) -> float:
+        """Spike-driven accumulates per sample (layers priced as AC)."""
+        return sum(row.sops for row in self.layers if row.priced_as == "AC")
+
+    @property
+    def mac_ops(self) -> float:
+        """Multiply-accumulates per sample over all T steps (layers on real-valued input)."""
+        return sum(row.sops for row in self.layers if row.priced_as == "MAC")
+
+    @property
+    def dense_macs(self) -> int:
+        """Dense MACs of one time step, all layers: also the ANN-equivalent MAC count."""
+        return sum(row.macs for row in self.layers)
+
+    @property
+    def energy_mj(self) -> float:
+        return sum(row.energy_pj for row in self.layers) * 1e-9
+
+    @property
+    def ann_macs(self) -> int:
+        """The same layers run once, densely, as an ANN on the same input (= dense MACs of one step)."""
+        return self.dense_macs
+
+    @property
+    def ann_energy_mj(self) -> float:
+        return self.ann_macs * self.e_mac_pj * 1e-9
+
+    @property
+    def mean_firing_rate(self) -> float:
+        """Spikes over neuron-steps, pooled over all neuron layers (0 when there are none)."""
+        total = sum(n.neurons for n in self.neurons)
+        if total == 0:
+            return 0.0
+        return sum(n.spikes_per_sample for n in self.neurons) / (total * self.time_steps)
+
+    def to_dict(self) -> dict[str, Any]:
+        out = asdict(self)
+        out["layers"] = [asdict(row) for row in self.layers]
+        out["neurons"] = [asdict(n) for n in self.neurons]
+        out["totals"] = {
+            "sops": self.sops,
+            "mac_ops": self.mac_ops,
+            "dense_macs": self.dense_macs,
+            "energy_mj": self.energy_mj,
+            "ann_macs": self.ann_macs,
+            "ann_energy_mj": self.ann_energy_mj,
+            "energy_ratio_ann_over_snn": (self.ann_energy_mj / self.energy_mj) if self.energy_mj else None,
+            "mean_firing_rate": self.mean_firing_rate,
+        }
+        return out
+
+
+class _Tally:
+    """Running sums for one hooked module over every call in the run."""
+
+    def __init__(self, kind: str) -> None:
+        self.kind = kind
+        self.dense_macs = 0  # over all calls: every (sample, step, output) x fan-in
+        self.nonzero = 0
+        self.numel = 0
+        self.binary = True
+
+    def add_input(self, x: Tensor) -> None:
+        x = x.detach()
+        self.nonzero += int(torch.count_nonzero(x))
+        self.numel += x.numel()
+        if self.binary:
+            self.binary = bool(((x == 0) | (x == 1)).all())
+
+
+def _fan_in(module: nn.Module) -> int:
+    if isinstance(module, nn.Linear):
+        return module.in_features
+    return (module.in_channels // module.groups) * prod(module.kernel_size)  # type: ignore[union-attr]
+
+
+def _is_neuron(module: nn.Module) -> bool:
+    return isinstance(module, BaseNode)
+
+
+def measure_energy(
+    net: nn.Module,
+    run: Callable[[], Any],
+    *,
+    e_mac_pj: float = E_MAC_PJ,
+    e_ac_pj: float = E_AC_PJ,
+) -> EnergyReport:
+    """Hook ``net``'s synaptic and neuron layers, call ``run()`` once (under ``no_grad``), and price what it did.
+
+    ``run`` performs the forward pass(es) through the only model-call site, e.g.
+    ``lambda: classifier.predict(x)`` (eval mode, no gradients). ``net`` must receive time-major input
+    ``[T, B, ...]``, as every zoo model does; T and B are read from that input. Several calls (batches)
+    are pooled; they must share T. Results are per sample.
+    """
+    tallies: dict[str, _Tally] = {}
+    spikes: dict[str, _Tally] = {}
+    shapes: list[tuple[int, int]] = []  # (T, B) of each top-level call
+    handles = []
+
+    def on_net_input(_module: nn.Module, args: tuple[Any, ...]) -> None:
+        x = args[0] if args else None
+        if not isinstance(x, Tensor) or x.dim() < 2:
+            raise ValueError("measure_energy needs the network called with a time-major tensor [T, B, ...]")
+        shapes.append((x.shape[0], x.shape[1]))
+
+    def on_synapse(name: str) -> Callable[..., None]:
+        def hook(module: nn.Module, args: tuple[Any, ...], output: Tensor) -> None:
+            tally = tallies.setdefault(name, _Tally(type(module).__name__))
+            tally.add_input(args[0])
+            tally.dense_macs += output.numel() * _fan_in(module)
+
+        return hook
+
+    def on_neuron(name: str) -> Callable[..., None]:
+        def hook(module: nn.Module, _args: tuple[Any, ...], output: Tensor) -> None:
+            tally = spikes.setdefault(name, _Tally(type(module).__name__))
+            out = output.detach()
+            tally.nonzero += int(torch.count_nonzero(out))
+            tally.numel += out.numel()
+
+        return hook
+
+    handles.append(net.register_forward_pre_hook(on_net_input))
+    spiking = False
+    for name, module in net.named_modules():
+        if isinstance(module, SYNAPTIC_TYPES):
+            handles.append(module.register_forward_hook(on_synapse(name)))
+        elif _is_neuron(module):
+            spiking = True
+            handles.append(module.register_forward_hook(on_neuron(name)))
+    try:
+        with torch.no_grad():
+            run()
+    finally:
+        for handle in handles:
+            handle.remove()
+
+    if not shapes:
+        raise ValueError("run() never called the network passed to measure_energy")
+    steps = {t for t, _ in shapes}
+    if len(steps) > 1:
+        raise ValueError(f"measure_energy pools calls with one T; run() used T = {sorted(steps)}")
+    # A network without spiking neurons is an ANN that reads all T bins at once: one dense "step".
+    time_steps = steps.pop() if spiking else 1
+    samples = sum(b for _, b in shapes)
+
+    layers = []
+    for name, tally in tallies.items():
+        macs = round(tally.dense_macs / (samples * time_steps))
+        rate = tally.nonzero / tally.numel if tally.numel else 0.0
+        spike_driven = spiking and tally.binary
+        effective_rate = rate if spike_driven else 1.0
+        sops = effective_rate * time_steps * macs
+        layers.append(
+            LayerEnergy(
+                name=name,
+                kind=tally.kind,
+                macs=macs,
+                input_rate=rate,
+                binary_input=tally.binary,
+                priced_as="AC" if spike_driven else "MAC",
+                sops=sops,
+                energy_pj=sops * (e_ac_pj if spike_driven else e_mac_pj),
+            )
+        )
+    neurons = [
+        NeuronRate(
+            name=name,
+            kind=tally.kind,
+            neurons=tally.numel // (samples * time_steps),
+            firing_rate=tally.nonzero / tally.numel if tally.numel else 0.0,
+            spikes_per_sample=tally.nonzero / samples,
+        )
+        for name, tally in spikes.items()
+    ]
+    return EnergyReport(
+        time_steps=time_steps,
+        samples=samples,
+        layers=tuple(layers),
+        neurons=tuple(neurons),
+        e_mac_pj=e_mac_pj,
+        e_ac_pj=e_ac_pj,
+    )
+
+
+__all__ = ["E_AC_PJ", "E_MAC_PJ", "EnergyReport", "LayerEnergy", "NeuronRate", "measure_energy"]

@@ -1,0 +1,225 @@
+"""The attack pipeline: data -> frames -> clean model -> poisoned training -> backdoored model -> metrics."""
+from __future__ import annotations
+
+import time
+from dataclasses import asdict, dataclass, field, replace
+from datetime import datetime, timezone
+from functools import partial
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+
+import snnsec.attacks  # noqa: F401  (registers triggers)
+import snnsec.datasets  # noqa: F401  (registers datasets)
+import snnsec.zoo  # noqa: F401  (registers models)
+from snnsec.artifacts import load_model, save_model
+from snnsec.attacks import TRIGGERS, PoisonConfig, Trigger
+from snnsec.attacks.poisoning import FrameDataset, poison_training_set, triggered_test_set
+from snnsec.classifier import Classifier
+from snnsec.datasets import DATASETS
+from snnsec.errors import ConfigError
+from snnsec.framing import FramingConfig, encode, frame_dataset
+from snnsec.progress import log
+from snnsec.records import Column, RunRecord, append_record, config_hash, load_records, write_tables
+from snnsec.stealth import TriggerPairs, measure_stealth
+from snnsec.training import TrainConfig, accuracy, seed_everything, train
+from snnsec.zoo import MODELS, InputSpec
+
+
+@dataclass(frozen=True)
+class AttackConfig:
+    """Everything that determines an attack run's numbers (its hash is the run id)."""
+
+    dataset: str = "digits-dvs"
+    model: str = "spiking-cnn"
+    model_config: str | None = None  # a named config of the model; None: the model's default for the data
+    trigger: str = "static"
+    trigger_size: float = 0.1
+    position: str = "bottom-right"
+    polarity: int = 1
+    trigger_value: float | None = None  # None: 1 on binary frames, a high event count on count frames
+    poison_rate: float = 0.1
+    target: int = 0
+    mode: str = "all-to-one"
+    frames: int | None = None  # T; None: the dataset's default
+    slicing: str = "time"
+    size: int | None = None  # resize frames to size x size; None: sensor size
+    encoding: str = "binary"
+    epochs: int = 8
+    batch_size: int = 32
+    lr: float = 2e-3
+    optimizer: str = "adamw"
+    seed: int = 0
+
+
+@dataclass(frozen=True)
+class Workspace:
+    """Where things are read and written; not part of a run's identity."""
+
+    data_dir: Path | None = None
+    cache_dir: Path = field(default_factory=lambda: Path.home() / ".cache" / "snnsec")
+    out_dir: Path = Path("reports")
+    device: str = "auto"
+
+    def torch_device(self) -> torch.device:
+        if self.device == "auto":
+            return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+        if self.device.startswith("cuda") and not torch.cuda.is_available():
+            raise ConfigError(f"device {self.device!r} requested but CUDA is not available; use --device cpu")
+        try:
+            return torch.device(self.device)
+        except RuntimeError:
+            raise ConfigError(f"unknown device {self.device!r}; use auto, cpu, cuda or cuda:N") from None
+
+
+ATTACK_COLUMNS = [
+    Column("Dataset", "config.dataset"),
+    Column("Model", "config.model"),
+    Column("Trigger", "config.trigger"),
+    Column("Pos.", "config.position"),
+    Column("Pol.", "config.polarity"),
+    Column("Size", "config.trigger_size"),
+    Column("Mode", "config.mode"),
+    Column("Rate", "config.poison_rate"),
+    Column("T", "config.frames"),
+    Column("Seed", "config.seed"),
+    Column("CA clean (%)", "metrics.ca_clean", percent=True),
+    Column("CA bd (%)", "metrics.ca_backdoor", percent=True),
+    Column("ASR (%)", "metrics.asr", percent=True),
+    Column("SSIM", "metrics.ssim"),
+    Column("Run", "run_id"),
+]
+
+
+def resolve(config: AttackConfig) -> AttackConfig:
+    """Fill dataset-dependent defaults and validate names, so the record holds the full config."""
+    spec = DATASETS.get(config.dataset)
+    MODELS.get(config.model)
+    TRIGGERS.get(config.trigger)
+    if config.size is not None and config.size < 4:
+        raise ConfigError(f"--size must be >= 4 pixels, got {config.size}")
+    frames = config.frames if config.frames is not None else spec.default_frames
+    # Validate everything before any data is read: bad input fails in milliseconds, not after framing.
+    FramingConfig(frames=frames, slicing=config.slicing, encoding=config.encoding)
+    PoisonConfig(rate=config.poison_rate, target=config.target, mode=config.mode).check_classes(spec.info.num_classes)
+    _make_trigger(replace(config, trigger_value=config.trigger_value or 1.0))
+    TrainConfig(epochs=config.epochs, batch_size=config.batch_size, lr=config.lr, optimizer=config.optimizer)
+    value = config.trigger_value
+    if value is None and config.encoding == "binary":
+        value = 1.0
+    return replace(config, frames=frames, trigger_value=value)
+
+
+def run_attack(config: AttackConfig, workspace: Workspace = Workspace()) -> RunRecord:
+    """Run (or reuse the cached parts of) one backdoor attack and append its record to the reports."""
+    started, clock = datetime.now(timezone.utc), time.perf_counter()
+    config = resolve(config)
+    spec = DATASETS.get(config.dataset)
+    device = workspace.torch_device()
+    framing = FramingConfig(
+        frames=config.frames, slicing=config.slicing,
+        size=None if config.size is None else (config.size, config.size), encoding=config.encoding,
+    )
+    train_set, test_set, data_key = _load_frames(config, framing, workspace)
+    if config.trigger_value is None:
+        config = replace(config, trigger_value=_high_count(train_set))
+    trigger = _make_trigger(config)
+    poison = PoisonConfig(rate=config.poison_rate, target=config.target, mode=config.mode, seed=config.seed)
+    num_classes = spec.info.num_classes
+    poisoned_train = poison_training_set(train_set, trigger, poison, num_classes)
+    triggered_test = triggered_test_set(test_set, trigger, poison, num_classes)
+
+    frames_shape = train_set[0][0].shape  # [T, P, H, W]
+    input_spec = InputSpec(frames_shape[0], frames_shape[1], frames_shape[2], frames_shape[3], num_classes)
+    entry = MODELS.get(config.model)
+    model_config = entry.resolve_config(config.model_config, input_spec)
+    config = replace(config, model_config=config.model_config or entry.default_config(input_spec))
+    training = TrainConfig(epochs=config.epochs, batch_size=config.batch_size, lr=config.lr,
+                           optimizer=config.optimizer, seed=config.seed)
+    model_identity = {"data": data_key, "model": config.model, "model_config": asdict(model_config),
+                      "training": asdict(training)}
+
+    def build() -> Classifier:
+        seed_everything(config.seed)
+        return Classifier(entry.build(model_config, input_spec).to(device), entry.feature_layer)
+
+    clean = _trained(build, train_set, training, {**model_identity, "poison": None}, workspace, "clean model")
+    attack_identity = {**model_identity, "poison": asdict(poison), "trigger": trigger.params()}
+    backdoored = _trained(build, poisoned_train, training, attack_identity, workspace, "backdoored model")
+
+    log("evaluating")
+    ca_clean, ca_backdoor = accuracy(clean, test_set), accuracy(backdoored, test_set)
+    stealth = measure_stealth(TriggerPairs(triggered_test.base, trigger))
+    metrics: dict[str, Any] = {
+        "ca_clean": ca_clean,
+        "ca_backdoor": ca_backdoor,
+        "ca_degradation": (ca_backdoor - ca_clean) / ca_clean if ca_clean > 0 else None,
+        "asr": accuracy(backdoored, triggered_test),
+        "asr_clean_model": accuracy(clean, triggered_test),
+        **stealth.to_dict(),
+        "poisoned_samples": int(len(poisoned_train.indices)),
+        "train_samples": len(train_set),
+        "test_samples": len(test_set),
+        "asr_samples": len(triggered_test),
+    }
+    # The record's config is the full resolved config: named choices plus what they resolved to.
+    full_config = {**asdict(config), "model_params": asdict(model_config), "data_version": data_key["events"]}
+    record = RunRecord(
+        kind="attack", run_id=config_hash(full_config), config=full_config, metrics=metrics,
+        started=started.isoformat(timespec="seconds"),
+        finished=datetime.now(timezone.utc).isoformat(timespec="seconds"),
+        duration_s=round(time.perf_counter() - clock, 2),
+        artifacts={"clean_model": str(_model_path(workspace, {**model_identity, "poison": None})),
+                   "backdoored_model": str(_model_path(workspace, attack_identity))},
+    )
+    records_path = workspace.out_dir / "records.jsonl"
+    append_record(records_path, record)
+    write_tables(load_records(records_path, "attack"), ATTACK_COLUMNS, workspace.out_dir, "attack_results",
+                 "Backdoor attacks: clean accuracy (CA) of the clean and backdoored models, attack success rate (ASR)")
+    return record
+
+
+def _load_frames(config: AttackConfig, framing: FramingConfig, workspace: Workspace) -> tuple[FrameDataset, FrameDataset, dict]:
+    spec = DATASETS.get(config.dataset)
+    data_dir = workspace.data_dir if spec.needs_data_dir else None
+    sets, keys = [], {}
+    for split in ("train", "test"):
+        events = spec.load(split, data_dir)
+        arrays = frame_dataset(events, split, framing, workspace.cache_dir)
+        sets.append(FrameDataset(arrays.counts, arrays.labels, partial(encode, encoding=framing.encoding)))
+        keys[split] = events.cache_key
+    return sets[0], sets[1], {"dataset": config.dataset, "events": keys, "framing": asdict(framing)}
+
+
+def _high_count(train_set: FrameDataset, samples: int = 256) -> float:
+    """Trigger value on count frames: the 99th percentile of non-zero pixel counts (at least 1), so a
+    trigger pixel is as bright as the data's active pixels (a value of 1 drowns where events are dense)."""
+    counts = np.asarray(train_set.counts[: min(samples, len(train_set.counts))])
+    nonzero = counts[counts > 0]
+    return float(max(1.0, np.ceil(np.percentile(nonzero, 99)))) if nonzero.size else 1.0
+
+
+def _make_trigger(config: AttackConfig) -> Trigger:
+    trigger_cls = TRIGGERS.get(config.trigger)
+    return trigger_cls(size=config.trigger_size, position=config.position, polarity=config.polarity,
+                       value=config.trigger_value, seed=config.seed)
+
+
+def _model_path(workspace: Workspace, identity: dict) -> Path:
+    return workspace.cache_dir / "models" / f"{config_hash(identity)}.safetensors"
+
+
+def _trained(build, dataset, training: TrainConfig, identity: dict, workspace: Workspace, label: str) -> Classifier:
+    """A model trained on ``dataset``, loaded from the cache when the same identity was trained before."""
+    path = _model_path(workspace, identity)
+    classifier = build()
+    if path.exists():
+        log(f"{label}: reusing {path}")
+        load_model(path, classifier.net)
+        classifier.net.eval()
+        return classifier
+    history = train(classifier, dataset, training, label=f"training {label}")
+    save_model(path, classifier.net, {**identity, "loss_per_epoch": history})
+    return classifier

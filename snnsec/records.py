@@ -1,0 +1,140 @@
+"""Run records (one JSON line per run, keyed by a hash of the full config) and the tables made from them."""
+from __future__ import annotations
+
+import csv
+import hashlib
+import io
+import json
+import platform
+from collections.abc import Iterable, Sequence
+from dataclasses import asdict, dataclass, field
+from importlib.metadata import PackageNotFoundError, version
+from pathlib import Path
+from typing import Any
+
+TRACKED_PACKAGES = ("snnsec", "torch", "spikingjelly", "tonic", "numpy", "scikit-learn", "scikit-image")
+
+
+def config_hash(config: dict[str, Any]) -> str:
+    """Stable 12-hex-digit id of a JSON-able config."""
+    return hashlib.sha256(json.dumps(config, sort_keys=True, default=str).encode()).hexdigest()[:12]
+
+
+def package_versions() -> dict[str, str]:
+    found = {"python": platform.python_version()}
+    for name in TRACKED_PACKAGES:
+        try:
+            found[name] = version(name)
+        except PackageNotFoundError:
+            found[name] = "not installed"
+    return found
+
+
+@dataclass
+class RunRecord:
+    kind: str  # "attack", "defense", ...
+    run_id: str
+    config: dict[str, Any]
+    metrics: dict[str, Any]
+    started: str
+    finished: str
+    duration_s: float
+    versions: dict[str, str] = field(default_factory=package_versions)
+    artifacts: dict[str, str] = field(default_factory=dict)
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+
+def append_record(path: Path, record: RunRecord) -> None:
+    """Append one JSON line; earlier runs are never rewritten."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with path.open("a") as f:
+        f.write(json.dumps(record.to_dict(), sort_keys=True) + "\n")
+
+
+def load_records(path: Path, kind: str | None = None) -> list[dict[str, Any]]:
+    """All records in ``path`` (the latest record wins when a run id repeats), optionally of one kind."""
+    if not path.exists():
+        return []
+    latest: dict[str, dict[str, Any]] = {}
+    for line in path.read_text().splitlines():
+        if line.strip():
+            rec = json.loads(line)
+            if kind is None or rec["kind"] == kind:
+                latest[rec["run_id"]] = rec
+    return list(latest.values())
+
+
+def flatten(data: dict[str, Any], prefix: str = "") -> dict[str, Any]:
+    out: dict[str, Any] = {}
+    for key, value in data.items():
+        name = f"{prefix}{key}"
+        if isinstance(value, dict):
+            out.update(flatten(value, f"{name}."))
+        else:
+            out[name] = value
+    return out
+
+
+@dataclass(frozen=True)
+class Column:
+    title: str  # header in Markdown/LaTeX
+    key: str  # flattened record key, e.g. "metrics.asr"
+    percent: bool = False  # fraction shown as a percentage with one decimal
+
+
+def cell(record: dict[str, Any], column: Column) -> str:
+    value = record.get(column.key, "")
+    if value is None or value == "":
+        return "-"
+    if column.percent and isinstance(value, (int, float)):
+        return f"{100 * value:.1f}"
+    if isinstance(value, float):
+        return f"{value:.3g}"
+    return str(value)
+
+
+def markdown_table(records: Sequence[dict[str, Any]], columns: Sequence[Column]) -> str:
+    rows = [[cell(r, c) for c in columns] for r in records]
+    widths = [max(len(c.title), *(len(row[i]) for row in rows)) if rows else len(c.title) for i, c in enumerate(columns)]
+    line = lambda cells: "| " + " | ".join(s.ljust(w) for s, w in zip(cells, widths)) + " |"  # noqa: E731
+    sep = "|" + "|".join("-" * (w + 2) for w in widths) + "|"
+    return "\n".join([line([c.title for c in columns]), sep, *(line(r) for r in rows)]) + "\n"
+
+
+def latex_table(records: Sequence[dict[str, Any]], columns: Sequence[Column], caption: str) -> str:
+    escape = lambda s: s.replace("_", r"\_").replace("%", r"\%").replace("&", r"\&")  # noqa: E731
+    body = "\n".join(" & ".join(escape(cell(r, c)) for c in columns) + r" \\" for r in records)
+    return (
+        "\\begin{table}[t]\n\\centering\n\\caption{" + escape(caption) + "}\n"
+        "\\begin{tabular}{" + "l" * len(columns) + "}\n\\toprule\n"
+        + " & ".join(escape(c.title) for c in columns) + r" \\" + "\n\\midrule\n" + body + "\n\\bottomrule\n"
+        "\\end{tabular}\n\\end{table}\n"
+    )
+
+
+def csv_table(records: Iterable[dict[str, Any]]) -> str:
+    """Every flattened field of every record: the full config behind each row."""
+    records = list(records)
+    keys = sorted({k for r in records for k in r})
+    buf = io.StringIO()
+    writer = csv.DictWriter(buf, fieldnames=keys, lineterminator="\n")
+    writer.writeheader()
+    for r in records:
+        writer.writerow({k: json.dumps(v) if isinstance(v, (list, dict)) else v for k, v in r.items()})
+    return buf.getvalue()
+
+
+def write_tables(records: Sequence[dict[str, Any]], columns: Sequence[Column], out_dir: Path, stem: str, caption: str) -> list[Path]:
+    """Regenerate ``stem``.md/.csv/.tex in ``out_dir`` from all records; returns the paths written."""
+    flat = sorted((flatten(r) for r in records), key=lambda r: r.get("finished", ""))
+    out_dir.mkdir(parents=True, exist_ok=True)
+    paths = {
+        out_dir / f"{stem}.md": f"# {caption}\n\n" + markdown_table(flat, columns),
+        out_dir / f"{stem}.csv": csv_table(flat),
+        out_dir / f"{stem}.tex": latex_table(flat, columns, caption),
+    }
+    for path, text in paths.items():
+        path.write_text(text)
+    return list(paths)

@@ -1,0 +1,81 @@
+"""The CLI end to end on the embedded dataset, and its error messages."""
+import json
+
+import pytest
+from click.testing import CliRunner
+
+from snnsec.cli import cli
+
+
+@pytest.fixture
+def run(tmp_path, monkeypatch):
+    monkeypatch.setenv("SNNSEC_CACHE_DIR", str(tmp_path / "cache"))
+    monkeypatch.delenv("SNNSEC_DATA_DIR", raising=False)
+
+    def invoke(*args):
+        return CliRunner().invoke(cli, list(args), catch_exceptions=False)
+
+    return invoke
+
+
+@pytest.mark.parametrize("what, expected", [("models", "spiking-cnn"), ("attacks", "static"), ("datasets", "digits-dvs")])
+def test_list(run, what, expected):
+    result = run("list", what)
+    assert result.exit_code == 0 and expected in result.output.splitlines()
+
+
+@pytest.mark.parametrize(
+    "args, message",
+    [
+        (["--model", "resnet9000"], "unknown model 'resnet9000'; choose one of: "),
+        (["--trigger", "glitter"], "unknown trigger 'glitter'; choose one of: "),
+        (["--dataset", "mnist"], "unknown dataset 'mnist'; choose one of: "),
+        (["--poison-rate", "1.5"], "poison rate must be in (0, 1]"),
+        (["--poison-rate", "0"], "poison rate must be in (0, 1]"),
+        (["--trigger-size", "2"], "fraction of the frame width in (0, 1]"),
+        (["--frames", "0"], "frames (T) must be an integer in [1, 1024]"),
+        (["--target", "10"], "target class must be in [0, 9]"),
+        (["--epochs", "0"], "epochs must be >= 1"),
+        (["--device", "cuda:7"], "cuda"),
+    ],
+)
+def test_bad_input_gets_one_clear_error(run, args, message):
+    result = run("attack", *args)
+    assert result.exit_code != 0
+    assert message in result.output
+    assert "Traceback" not in result.output
+
+
+def test_missing_real_dataset_names_layout(run, tmp_path):
+    result = run("attack", "--dataset", "dvs128", "--data-dir", str(tmp_path / "nowhere"))
+    assert result.exit_code != 0
+    assert "DVSGesture" in result.output and "--data-dir" in result.output
+    assert "Traceback" not in result.output
+
+
+@pytest.mark.slow
+def test_attack_json_record_and_cache_reuse(run, tmp_path):
+    args = ["attack", "--model-config", "tiny", "--epochs", "2", "--poison-rate", "0.1", "--json",
+            "--out", str(tmp_path / "reports")]
+    first = run(*args)
+    assert first.exit_code == 0, first.output
+    record = json.loads(first.stdout.strip().splitlines()[-1])
+    metrics = record["metrics"]
+    for key in ("ca_clean", "ca_backdoor", "asr", "ssim"):
+        assert 0.0 <= metrics[key] <= 1.0
+    assert metrics["poisoned_samples"] == round(0.1 * metrics["train_samples"])
+    assert record["config"]["dataset"] == "digits-dvs" and record["config"]["frames"] == 10
+    assert record["config"]["model_config"] == "tiny" and record["versions"]["torch"]
+
+    second = run(*args)
+    again = json.loads(second.stdout.strip().splitlines()[-1])
+    assert again["run_id"] == record["run_id"]
+    assert again["metrics"] == metrics  # same seed, same numbers, from the cached frames and models
+    assert again["duration_s"] < record["duration_s"]
+
+    reports = tmp_path / "reports"
+    assert len((reports / "records.jsonl").read_text().splitlines()) == 2
+    table = (reports / "attack_results.md").read_text()
+    assert record["run_id"] in table and table.count(record["run_id"]) == 1
+    assert (reports / "attack_results.csv").read_text().count(record["run_id"]) == 1
+    assert "\\begin{tabular}" in (reports / "attack_results.tex").read_text()

@@ -1,0 +1,90 @@
+"""Small pieces shared by the zoo's spiking transformers (Spikformer, Spikingformer, Spike-driven Transformer).
+
+The three reference repositories write every layer out by hand (``q_conv``, ``q_bn``, ``q_lif``, ...); the
+model files here keep those attribute names so that the references' ``state_dict`` keys are ours. What they
+share is only shape bookkeeping: applying a per-frame layer to a time-major tensor, splitting and merging
+attention heads, and the pooling schedule of the convolutional tokenizer.
+"""
+from __future__ import annotations
+
+from torch import Tensor, nn
+
+from snnsec.errors import ConfigError
+
+#: Every tokenizer has four conv stages; ``pooling[i] == "1"`` halves the map in stage ``i`` (MaxPool 3, 2, 1).
+TOKENIZER_STAGES = 4
+
+
+def check_transformer_config(
+    model: str, embed_dim: int, depth: int, heads: int, mlp_ratio: float, tau: float, pooling: str
+) -> None:
+    """Range and consistency checks common to the three transformer configs."""
+    if embed_dim < 8 or embed_dim % 8:
+        raise ConfigError(
+            f"{model} embed_dim must be a positive multiple of 8 (tokenizer widths dim/8 .. dim), got {embed_dim}"
+        )
+    if depth < 1:
+        raise ConfigError(f"{model} depth must be >= 1, got {depth}")
+    if heads < 1 or embed_dim % heads:
+        raise ConfigError(f"{model} embed_dim {embed_dim} must be divisible by heads {heads}")
+    if int(embed_dim * mlp_ratio) < 1:
+        raise ConfigError(f"{model} mlp_ratio must give a hidden width >= 1, got {mlp_ratio}")
+    if not tau > 1.0:
+        raise ConfigError(f"{model} tau must be > 1, got {tau}")
+    if len(pooling) != TOKENIZER_STAGES or set(pooling) - {"0", "1"}:
+        raise ConfigError(
+            f"{model} pooling must be {TOKENIZER_STAGES} characters of '0'/'1' (e.g. '1111'), got {pooling!r}"
+        )
+
+
+def max_pool() -> nn.MaxPool2d:
+    """The tokenizers' down-sampling: 3x3 max-pool, stride 2, padding 1 (n -> ceil(n / 2))."""
+    return nn.MaxPool2d(kernel_size=3, stride=2, padding=1)
+
+
+def token_grid(height: int, width: int, pooling: str) -> tuple[int, int]:
+    """Height and width of the token map after the tokenizer's pools (any input size, no 128x128 assumption)."""
+    for flag in pooling:
+        if flag == "1":
+            height, width = (height - 1) // 2 + 1, (width - 1) // 2 + 1
+    return height, width
+
+
+def per_frame(x: Tensor, *layers: nn.Module) -> Tensor:
+    """Apply frame-wise layers in turn to time-major ``x`` ``[T, B, ...]``: fold T into the batch, unfold after."""
+    time, batch = x.shape[:2]
+    y = x.flatten(0, 1)
+    for layer in layers:
+        y = layer(y)
+    return y.reshape(time, batch, *y.shape[1:])
+
+
+def split_heads(tokens: Tensor, heads: int) -> Tensor:
+    """``[T, B, C, N]`` channel-major tokens -> ``[T, B, heads, N, C // heads]``."""
+    time, batch, channels, n = tokens.shape
+    return tokens.transpose(-1, -2).reshape(time, batch, n, heads, channels // heads).permute(0, 1, 3, 2, 4)
+
+
+def merge_heads(x: Tensor) -> Tensor:
+    """Inverse of :func:`split_heads`: ``[T, B, heads, N, d]`` -> ``[T, B, heads * d, N]``."""
+    time, batch, heads, n, d = x.shape
+    return x.transpose(3, 4).reshape(time, batch, heads * d, n)
+
+
+class TokenMean(nn.Module):
+    """``[T, B, C, h, w]`` or ``[T, B, C, N]`` -> ``[T, B, C]``: the per-step mean over tokens the head reads."""
+
+    def forward(self, x: Tensor) -> Tensor:
+        return x.flatten(3).mean(3)
+
+
+def init_trunc_normal_linear(module: nn.Module) -> None:
+    """timm-style init of Spikformer / Spikingformer: Linear ~ N(0, 0.02) truncated to [-2, 2], zero bias;
+    LayerNorm weight 1, bias 0 (use with ``model.apply``)."""
+    if isinstance(module, nn.Linear):
+        nn.init.trunc_normal_(module.weight, std=0.02)
+        if module.bias is not None:
+            nn.init.zeros_(module.bias)
+    elif isinstance(module, nn.LayerNorm):
+        nn.init.ones_(module.weight)
+        nn.init.zeros_(module.bias)
