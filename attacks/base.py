@@ -7,7 +7,7 @@ trained on is exactly the one tested. Channel 0 holds OFF events (p=0), channel 
 from __future__ import annotations
 
 from abc import ABC, abstractmethod
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, fields
 from typing import Any, ClassVar
 
 from torch import Tensor
@@ -54,8 +54,29 @@ class Trigger(ABC):
     def apply(self, frames: Tensor) -> Tensor:
         """Return triggered frames of the same shape; never modifies ``frames`` in place."""
 
+    def fit(self, train_frames: Tensor) -> Trigger:
+        """Resolve data-dependent parameters from clean training frames ``[N, T, P, H, W]`` (a sample of
+        the set); returns the trigger used for both training and testing. Plain triggers return self."""
+        return self
+
     def params(self) -> dict[str, Any]:
         return {"trigger": self.name, **asdict(self)}
 
 
 TRIGGERS: Registry[type[Trigger]] = Registry("trigger", "snnsec.triggers")
+
+COMMON_OPTIONS = ("size", "position", "polarity", "value", "seed")
+
+
+def create_trigger(name: str, **params: Any) -> Trigger:
+    """Build trigger ``name``; an option it does not take is an error listing the options it does take."""
+    trigger_cls = TRIGGERS.get(name)
+    known = {f.name for f in fields(trigger_cls)}
+    unknown = sorted(set(params) - known)
+    if unknown:
+        extra = sorted(known - set(COMMON_OPTIONS))
+        raise ConfigError(
+            f"trigger {name!r} has no option(s) {unknown}; its options: {', '.join(COMMON_OPTIONS)}"
+            + (f" and {', '.join(extra)}" if extra else "")
+        )
+    return trigger_cls(**params)

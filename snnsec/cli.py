@@ -48,6 +48,8 @@ def cli() -> None:
 @click.option("--polarity", type=click.IntRange(0, 3), default=1, show_default=True,
               help="0: both channels off, 1: ON events, 2: OFF events, 3: both.")
 @click.option("--trigger-value", type=float, default=None, help="Trigger pixel value (default 1 on binary frames, a high event count on count frames).")
+@click.option("--trigger-opt", "trigger_options", multiple=True, metavar="KEY=VALUE",
+              help="A trigger-specific option (repeatable), e.g. --trigger-opt speed=2.")
 @click.option("--frames", "-T", type=int, default=None, help="Time bins T (default: the dataset's).")
 @click.option("--slicing", type=click.Choice(["time", "count"]), default="time", show_default=True, help="Equal time windows or equal event counts per bin.")
 @click.option("--size", type=int, default=None, help="Resize frames to SIZE x SIZE (default: sensor size).")
@@ -72,6 +74,7 @@ def attack(**options) -> None:
         data_dir=options.pop("data_dir"), cache_dir=options.pop("cache_dir") or _default_cache_dir(),
         out_dir=options.pop("out"), device=options.pop("device"),
     )
+    options["trigger_options"] = _parse_options(options["trigger_options"])
     config_fields = {f.name for f in fields(AttackConfig)}
     config = AttackConfig(**{k: v for k, v in options.items() if k in config_fields})
     record = run_attack(config, workspace)
@@ -84,6 +87,20 @@ def attack(**options) -> None:
             f"ASR {100 * m['asr']:.1f}%  SSIM {m['ssim']:.3f}  ({record.duration_s:.0f} s)\n"
             f"tables: {workspace.out_dir / 'attack_results.md'}"
         )
+
+
+def _parse_options(pairs: tuple[str, ...]) -> tuple[tuple[str, object], ...]:
+    """``("speed=2", "path=zigzag")`` -> ``(("path", "zigzag"), ("speed", 2))``; values are JSON when they parse."""
+    parsed: dict[str, object] = {}
+    for pair in pairs:
+        key, sep, raw = pair.partition("=")
+        if not sep or not key:
+            raise click.BadParameter(f"expected KEY=VALUE, got {pair!r}", param_hint="--trigger-opt")
+        try:
+            parsed[key.strip().replace("-", "_")] = json.loads(raw)
+        except json.JSONDecodeError:
+            parsed[key.strip().replace("-", "_")] = raw
+    return tuple(sorted(parsed.items()))
 
 
 @cli.command("list")

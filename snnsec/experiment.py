@@ -15,7 +15,7 @@ import snnsec.attacks  # noqa: F401  (registers triggers)
 import snnsec.datasets  # noqa: F401  (registers datasets)
 import snnsec.zoo  # noqa: F401  (registers models)
 from snnsec.artifacts import load_model, save_model
-from snnsec.attacks import TRIGGERS, PoisonConfig, Trigger
+from snnsec.attacks import TRIGGERS, PoisonConfig, Trigger, create_trigger
 from snnsec.attacks.poisoning import FrameDataset, poison_training_set, triggered_test_set
 from snnsec.classifier import Classifier
 from snnsec.datasets import DATASETS
@@ -40,6 +40,7 @@ class AttackConfig:
     position: str = "bottom-right"
     polarity: int = 1
     trigger_value: float | None = None  # None: 1 on binary frames, a high event count on count frames
+    trigger_options: tuple[tuple[str, Any], ...] = ()  # trigger-specific options, e.g. (("speed", 2.0),)
     poison_rate: float = 0.1
     target: int = 0
     mode: str = "all-to-one"
@@ -125,7 +126,7 @@ def run_attack(config: AttackConfig, workspace: Workspace = Workspace()) -> RunR
     train_set, test_set, data_key = _load_frames(config, framing, workspace)
     if config.trigger_value is None:
         config = replace(config, trigger_value=_high_count(train_set))
-    trigger = _make_trigger(config)
+    trigger = _make_trigger(config).fit(_sample_frames(train_set))
     poison = PoisonConfig(rate=config.poison_rate, target=config.target, mode=config.mode, seed=config.seed)
     num_classes = spec.info.num_classes
     poisoned_train = poison_training_set(train_set, trigger, poison, num_classes)
@@ -165,7 +166,8 @@ def run_attack(config: AttackConfig, workspace: Workspace = Workspace()) -> RunR
         "asr_samples": len(triggered_test),
     }
     # The record's config is the full resolved config: named choices plus what they resolved to.
-    full_config = {**asdict(config), "model_params": asdict(model_config), "data_version": data_key["events"]}
+    full_config = {**asdict(config), "trigger_params": trigger.params(), "model_params": asdict(model_config),
+                   "data_version": data_key["events"]}
     record = RunRecord(
         kind="attack", run_id=config_hash(full_config), config=full_config, metrics=metrics,
         started=started.isoformat(timespec="seconds"),
@@ -201,10 +203,15 @@ def _high_count(train_set: FrameDataset, samples: int = 256) -> float:
     return float(max(1.0, np.ceil(np.percentile(nonzero, 99)))) if nonzero.size else 1.0
 
 
+def _sample_frames(dataset: FrameDataset, samples: int = 256) -> torch.Tensor:
+    """The first ``samples`` training frames, encoded, for data-dependent triggers."""
+    return torch.stack([dataset[i][0] for i in range(min(samples, len(dataset)))])
+
+
 def _make_trigger(config: AttackConfig) -> Trigger:
-    trigger_cls = TRIGGERS.get(config.trigger)
-    return trigger_cls(size=config.trigger_size, position=config.position, polarity=config.polarity,
-                       value=config.trigger_value, seed=config.seed)
+    return create_trigger(config.trigger, size=config.trigger_size, position=config.position,
+                          polarity=config.polarity, value=config.trigger_value, seed=config.seed,
+                          **dict(config.trigger_options))
 
 
 def _model_path(workspace: Workspace, identity: dict) -> Path:

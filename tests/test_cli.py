@@ -79,3 +79,14 @@ def test_attack_json_record_and_cache_reuse(run, tmp_path):
     assert record["run_id"] in table and table.count(record["run_id"]) == 1
     assert (reports / "attack_results.csv").read_text().count(record["run_id"]) == 1
     assert "\\begin{tabular}" in (reports / "attack_results.tex").read_text()
+
+
+def test_unknown_trigger_option_lists_options(run):
+    result = run("attack", "--trigger-opt", "speed=2")
+    assert result.exit_code != 0
+    assert "trigger 'static' has no option(s) ['speed']" in result.output and "polarity" in result.output
+
+
+def test_malformed_trigger_option(run):
+    result = run("attack", "--trigger-opt", "speed")
+    assert result.exit_code != 0 and "KEY=VALUE" in result.output
