@@ -16,9 +16,17 @@ import snnsec.datasets  # noqa: F401  (registers datasets)
 import snnsec.zoo  # noqa: F401  (registers models)
 from snnsec.artifacts import load_model, save_model
 from snnsec.attacks import TRIGGERS, PoisonConfig, Trigger, create_trigger
+from snnsec.attacks.event_injection import (
+    EventInjector,
+    create_injector,
+    frame_pair,
+    event_poison_training_set,
+    event_triggered_test_set,
+)
 from snnsec.attacks.poisoning import FrameDataset, poison_training_set, triggered_test_set
 from snnsec.classifier import Classifier
 from snnsec.datasets import DATASETS
+from snnsec.energy import EnergyReport, measure_energy
 from snnsec.errors import ConfigError
 from snnsec.framing import FramingConfig, encode, frame_dataset
 from snnsec.progress import log
@@ -41,6 +49,7 @@ class AttackConfig:
     polarity: int = 1
     trigger_value: float | None = None  # None: 1 on binary frames, a high event count on count frames
     trigger_options: tuple[tuple[str, Any], ...] = ()  # trigger-specific options, e.g. (("speed", 2.0),)
+    injection: str = "frame"  # "frame": trigger painted on frames; "event": synthetic events added before framing
     poison_rate: float = 0.1
     target: int = 0
     mode: str = "all-to-one"
@@ -75,10 +84,13 @@ class Workspace:
             raise ConfigError(f"unknown device {self.device!r}; use auto, cpu, cuda or cuda:N") from None
 
 
+INJECTIONS = ("frame", "event")
+
 ATTACK_COLUMNS = [
     Column("Dataset", "config.dataset"),
     Column("Model", "config.model"),
     Column("Trigger", "config.trigger"),
+    Column("Inj.", "config.injection"),
     Column("Pos.", "config.position"),
     Column("Pol.", "config.polarity"),
     Column("Size", "config.trigger_size"),
@@ -90,6 +102,9 @@ ATTACK_COLUMNS = [
     Column("CA bd (%)", "metrics.ca_backdoor", percent=True),
     Column("ASR (%)", "metrics.asr", percent=True),
     Column("SSIM", "metrics.ssim"),
+    Column("Energy (mJ)", "metrics.energy_mj"),
+    Column("ANN (mJ)", "metrics.ann_energy_mj"),
+    Column("Fire rate", "metrics.firing_rate"),
     Column("Run", "run_id"),
 ]
 
@@ -105,7 +120,12 @@ def resolve(config: AttackConfig) -> AttackConfig:
     # Validate everything before any data is read: bad input fails in milliseconds, not after framing.
     FramingConfig(frames=frames, slicing=config.slicing, encoding=config.encoding)
     PoisonConfig(rate=config.poison_rate, target=config.target, mode=config.mode).check_classes(spec.info.num_classes)
-    _make_trigger(replace(config, trigger_value=config.trigger_value or 1.0))
+    if config.injection not in INJECTIONS:
+        raise ConfigError(f"injection must be one of {', '.join(INJECTIONS)}; got {config.injection!r}")
+    if config.injection == "event":
+        _make_injector(replace(config, trigger_value=config.trigger_value or 1.0), frames)
+    else:
+        _make_trigger(replace(config, trigger_value=config.trigger_value or 1.0))
     TrainConfig(epochs=config.epochs, batch_size=config.batch_size, lr=config.lr, optimizer=config.optimizer)
     value = config.trigger_value
     if value is None and config.encoding == "binary":
@@ -116,21 +136,26 @@ def resolve(config: AttackConfig) -> AttackConfig:
 def run_attack(config: AttackConfig, workspace: Workspace = Workspace()) -> RunRecord:
     """Run (or reuse the cached parts of) one backdoor attack and append its record to the reports."""
     started, clock = datetime.now(timezone.utc), time.perf_counter()
+    request_id = config_hash(asdict(config))
     config = resolve(config)
     spec = DATASETS.get(config.dataset)
     device = workspace.torch_device()
-    framing = FramingConfig(
-        frames=config.frames, slicing=config.slicing,
-        size=None if config.size is None else (config.size, config.size), encoding=config.encoding,
-    )
-    train_set, test_set, data_key = _load_frames(config, framing, workspace)
+    framing = _framing(config)
+    (train_set, raw_train), (test_set, raw_test), data_key = _load_frames(config, framing, workspace)
     if config.trigger_value is None:
         config = replace(config, trigger_value=_high_count(train_set))
-    trigger = _make_trigger(config).fit(_sample_frames(train_set))
     poison = PoisonConfig(rate=config.poison_rate, target=config.target, mode=config.mode, seed=config.seed)
     num_classes = spec.info.num_classes
-    poisoned_train = poison_training_set(train_set, trigger, poison, num_classes)
-    triggered_test = triggered_test_set(test_set, trigger, poison, num_classes)
+    if config.injection == "event":
+        trigger = _make_injector(config, framing.frames)
+        poisoned_train = event_poison_training_set(train_set, raw_train, trigger, framing, poison, num_classes)
+        triggered_test = event_triggered_test_set(test_set, raw_test, trigger, framing, poison, num_classes)
+        stealth_pairs = triggered_test.pairs()
+    else:
+        trigger = _make_trigger(config).fit(_sample_frames(train_set))
+        poisoned_train = poison_training_set(train_set, trigger, poison, num_classes)
+        triggered_test = triggered_test_set(test_set, trigger, poison, num_classes)
+        stealth_pairs = TriggerPairs(triggered_test.base, trigger)
 
     frames_shape = train_set[0][0].shape  # [T, P, H, W]
     input_spec = InputSpec(frames_shape[0], frames_shape[1], frames_shape[2], frames_shape[3], num_classes)
@@ -148,11 +173,18 @@ def run_attack(config: AttackConfig, workspace: Workspace = Workspace()) -> RunR
 
     clean = _trained(build, train_set, training, {**model_identity, "poison": None}, workspace, "clean model")
     attack_identity = {**model_identity, "poison": asdict(poison), "trigger": trigger.params()}
-    backdoored = _trained(build, poisoned_train, training, attack_identity, workspace, "backdoored model")
+    if hasattr(trigger, "train_backdoor"):  # learned triggers: classifier and generator trained together
+        backdoored, trigger = _trained_jointly(build, trigger, train_set, poison, training, num_classes,
+                                               attack_identity, workspace)
+        triggered_test = triggered_test_set(test_set, trigger, poison, num_classes)
+        stealth_pairs = TriggerPairs(triggered_test.base, trigger)
+    else:
+        backdoored = _trained(build, poisoned_train, training, attack_identity, workspace, "backdoored model")
 
     log("evaluating")
     ca_clean, ca_backdoor = accuracy(clean, test_set), accuracy(backdoored, test_set)
-    stealth = measure_stealth(TriggerPairs(triggered_test.base, trigger))
+    stealth = measure_stealth(stealth_pairs)
+    energy = {"clean_model": _energy(clean, test_set), "backdoored_model": _energy(backdoored, test_set)}
     metrics: dict[str, Any] = {
         "ca_clean": ca_clean,
         "ca_backdoor": ca_backdoor,
@@ -160,13 +192,15 @@ def run_attack(config: AttackConfig, workspace: Workspace = Workspace()) -> RunR
         "asr": accuracy(backdoored, triggered_test),
         "asr_clean_model": accuracy(clean, triggered_test),
         **stealth.to_dict(),
+        **_energy_totals(energy["backdoored_model"]),
+        "energy_detail": {name: report.to_dict() for name, report in energy.items()},
         "poisoned_samples": int(len(poisoned_train.indices)),
         "train_samples": len(train_set),
         "test_samples": len(test_set),
         "asr_samples": len(triggered_test),
     }
     # The record's config is the full resolved config: named choices plus what they resolved to.
-    full_config = {**asdict(config), "trigger_params": trigger.params(), "model_params": asdict(model_config),
+    full_config = {**asdict(config), "request_id": request_id, "trigger_params": trigger.params(), "model_params": asdict(model_config),
                    "data_version": data_key["events"]}
     record = RunRecord(
         kind="attack", run_id=config_hash(full_config), config=full_config, metrics=metrics,
@@ -183,14 +217,20 @@ def run_attack(config: AttackConfig, workspace: Workspace = Workspace()) -> RunR
     return record
 
 
-def _load_frames(config: AttackConfig, framing: FramingConfig, workspace: Workspace) -> tuple[FrameDataset, FrameDataset, dict]:
+def _framing(config: AttackConfig) -> FramingConfig:
+    size = None if config.size is None else (config.size, config.size)
+    return FramingConfig(frames=config.frames, slicing=config.slicing, size=size, encoding=config.encoding)
+
+
+def _load_frames(config: AttackConfig, framing: FramingConfig, workspace: Workspace):
+    """``((train_frames, train_events), (test_frames, test_events), data identity)``."""
     spec = DATASETS.get(config.dataset)
     data_dir = workspace.data_dir if spec.needs_data_dir else None
     sets, keys = [], {}
     for split in ("train", "test"):
         events = spec.load(split, data_dir)
         arrays = frame_dataset(events, split, framing, workspace.cache_dir)
-        sets.append(FrameDataset(arrays.counts, arrays.labels, partial(encode, encoding=framing.encoding)))
+        sets.append((FrameDataset(arrays.counts, arrays.labels, partial(encode, encoding=framing.encoding)), events))
         keys[split] = events.cache_key
     return sets[0], sets[1], {"dataset": config.dataset, "events": keys, "framing": asdict(framing)}
 
@@ -201,6 +241,18 @@ def _high_count(train_set: FrameDataset, samples: int = 256) -> float:
     counts = np.asarray(train_set.counts[: min(samples, len(train_set.counts))])
     nonzero = counts[counts > 0]
     return float(max(1.0, np.ceil(np.percentile(nonzero, 99)))) if nonzero.size else 1.0
+
+
+def _energy(classifier: Classifier, test_set: FrameDataset, samples: int = 64) -> EnergyReport:
+    """Synaptic operations and energy per sample, measured on the first clean test samples."""
+    x = _sample_frames(test_set, samples).to(classifier.device)
+    return measure_energy(classifier.net, lambda: classifier.predict(x))
+
+
+def _energy_totals(report: EnergyReport) -> dict[str, float]:
+    """Per-sample totals of the backdoored model, for the tables."""
+    return {"energy_mj": report.energy_mj, "sops": report.sops, "ann_macs": float(report.ann_macs),
+            "ann_energy_mj": report.ann_energy_mj, "firing_rate": report.mean_firing_rate}
 
 
 def _sample_frames(dataset: FrameDataset, samples: int = 256) -> torch.Tensor:
@@ -214,8 +266,35 @@ def _make_trigger(config: AttackConfig) -> Trigger:
                           **dict(config.trigger_options))
 
 
+def _make_injector(config: AttackConfig, frames: int) -> EventInjector:
+    """The event-level version of ``config.trigger``: ``trigger_value`` events per pixel and time bin."""
+    return create_injector(config.trigger, size=config.trigger_size, position=config.position,
+                           polarity=config.polarity, seed=config.seed, bins=frames,
+                           events_per_pixel_per_bin=max(1, round(config.trigger_value)),
+                           **dict(config.trigger_options))
+
+
 def _model_path(workspace: Workspace, identity: dict) -> Path:
     return workspace.cache_dir / "models" / f"{config_hash(identity)}.safetensors"
+
+
+def _trained_jointly(build, trigger, train_set: FrameDataset, poison: PoisonConfig, training: TrainConfig,
+                     num_classes: int, identity: dict, workspace: Workspace):
+    """Classifier and trigger generator trained together (dynamic triggers), or both from the cache."""
+    path = _model_path(workspace, identity)
+    generator_path = path.with_name(f"{path.stem}-generator.safetensors")
+    classifier = build()
+    if path.exists() and generator_path.exists():
+        log(f"backdoored model: reusing {path} and {generator_path}")
+        load_model(path, classifier.net)
+        classifier.net.eval()
+        return classifier, trigger.load_generator(generator_path).to(classifier.device)
+    result = trigger.train_backdoor(classifier, train_set, poison, training, num_classes)
+    result.trigger.save_generator(generator_path)  # generator first: the classifier file marks "done"
+    save_model(path, classifier.net, {**identity, "loss_per_epoch": result.history["loss"],
+                                      "generator_loss_per_epoch": result.history["generator_loss"],
+                                      "generator_digest": result.trigger.generator_digest()})
+    return result.classifier, result.trigger.to(classifier.device)
 
 
 def _trained(build, dataset, training: TrainConfig, identity: dict, workspace: Workspace, label: str) -> Classifier:
@@ -230,3 +309,25 @@ def _trained(build, dataset, training: TrainConfig, identity: dict, workspace: W
     history = train(classifier, dataset, training, label=f"training {label}")
     save_model(path, classifier.net, {**identity, "loss_per_epoch": history})
     return classifier
+
+
+def trigger_example(config: AttackConfig, workspace: Workspace, split: str = "test", index: int = 0):
+    """``(clean, triggered, label)`` frames ``[T, P, H, W]`` of one sample under the attack's trigger,
+    built exactly as :func:`run_attack` builds it (fitted on the training frames, event or frame level)."""
+    config = resolve(config)
+    framing = _framing(config)
+    (train_set, _), (test_set, _), _ = _load_frames(config, framing, workspace)
+    frames_set = train_set if split == "train" else test_set
+    if not 0 <= index < len(frames_set):
+        raise ConfigError(f"--index must be in [0, {len(frames_set) - 1}] for the {split} split, got {index}")
+    if config.trigger_value is None:
+        config = replace(config, trigger_value=_high_count(train_set))
+    clean, label = frames_set[index]
+    if config.injection == "event":
+        spec = DATASETS.get(config.dataset)
+        raw = spec.load(split, workspace.data_dir if spec.needs_data_dir else None)
+        events, _ = raw[int(frames_set.rows[index])]
+        _, triggered = frame_pair(events, raw.info.sensor_size, _make_injector(config, framing.frames), framing)
+    else:
+        triggered = _make_trigger(config).fit(_sample_frames(train_set)).apply(clean)
+    return clean, triggered, label

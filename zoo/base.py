@@ -8,7 +8,7 @@ logits over the first axis.
 from __future__ import annotations
 
 from collections.abc import Callable, Mapping
-from dataclasses import dataclass, field, fields, replace
+from dataclasses import asdict, dataclass, field, fields, replace
 from typing import Any
 
 from torch import nn
@@ -28,6 +28,12 @@ class InputSpec:
     num_classes: int
 
 
+#: DVS128 Gesture as the DVS papers feed it (T=16, 128x128, 11 classes) and the embedded digits-dvs.
+DVS128_INPUT = InputSpec(frames=16, channels=2, height=128, width=128, num_classes=11)
+CIFAR10DVS_INPUT = InputSpec(frames=16, channels=2, height=128, width=128, num_classes=10)
+EMBEDDED_INPUT = InputSpec(frames=10, channels=2, height=34, width=34, num_classes=10)
+
+
 @dataclass(frozen=True)
 class ModelEntry:
     """A registry entry: named configurations and a builder.
@@ -45,8 +51,13 @@ class ModelEntry:
     feature_layer: str
     description: str
     reference: str = ""
-    #: Reported accuracies of the reference paper, e.g. {"dvs128": 0.983}.
+    #: Reported accuracies of the reference paper, by dataset name, e.g. {"dvs128": 0.983}.
     reference_accuracy: Mapping[str, float] = field(default_factory=dict)
+    #: The input each named config was designed for (parameter counts depend on it); default EMBEDDED_INPUT.
+    config_inputs: Mapping[str, InputSpec] = field(default_factory=dict)
+
+    def input_for(self, config_name: str) -> InputSpec:
+        return self.config_inputs.get(config_name, EMBEDDED_INPUT)
 
     def resolve_config(self, config_name: str | None, spec: InputSpec, **overrides: Any) -> Any:
         name = config_name or self.default_config(spec)
@@ -71,3 +82,23 @@ def create_model(name: str, spec: InputSpec, config: str | None = None, **overri
     """Build zoo model ``name`` for inputs ``spec`` (``timm.create_model`` style)."""
     entry = MODELS.get(name)
     return entry.build(entry.resolve_config(config, spec, **overrides), spec)
+
+
+def describe(name: str, config_name: str) -> dict[str, Any]:
+    """A JSON-able card of one named config: its input, fields, parameter count and references."""
+    entry = MODELS.get(name)
+    spec = entry.input_for(config_name)
+    config = entry.resolve_config(config_name, spec)
+    net = entry.build(config, spec)
+    return {
+        "model": name,
+        "config": config_name,
+        "input": {"frames": spec.frames, "channels": spec.channels, "height": spec.height,
+                  "width": spec.width, "num_classes": spec.num_classes},
+        "options": asdict(config),
+        "params": sum(p.numel() for p in net.parameters()),
+        "spiking": entry.spiking,
+        "description": entry.description,
+        "reference": entry.reference,
+        "reference_accuracy": dict(entry.reference_accuracy),
+    }

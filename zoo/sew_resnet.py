@@ -26,7 +26,7 @@ from spikingjelly.activation_based import layer, neuron
 from torch import Tensor, nn
 
 from snnsec.errors import ConfigError
-from snnsec.zoo.base import MODELS, InputSpec, ModelEntry
+from snnsec.zoo.base import CIFAR10DVS_INPUT, DVS128_INPUT, MODELS, InputSpec, ModelEntry
 from snnsec.zoo.neurons import make_surrogate
 
 #: Element-wise connect functions of a SEW block: ``g(S, A)`` for block spikes ``S`` and block input ``A``.
@@ -178,6 +178,7 @@ MODELS.add(
         description="SEW-ResNet: PLIF conv stages with spike-element-wise (ADD/AND/IAND) residual blocks, linear head",
         reference="Fang et al., NeurIPS 2021 (fangwei123456/Spike-Element-Wise-ResNet dvsgesture/smodels.py)",
         reference_accuracy={"dvs128": 0.9792, "cifar10-dvs": 0.744},
+        config_inputs={"gesture": DVS128_INPUT, "cifar10dvs": CIFAR10DVS_INPUT},
     ),
 )
 

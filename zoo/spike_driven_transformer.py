@@ -22,7 +22,7 @@ from dataclasses import dataclass
 
 from torch import Tensor, nn
 
-from snnsec.zoo.base import MODELS, InputSpec, ModelEntry
+from snnsec.zoo.base import DVS128_INPUT, MODELS, InputSpec, ModelEntry
 from snnsec.zoo.neurons import lif
 from snnsec.zoo.transformer_parts import (
     TokenMean,
@@ -213,6 +213,8 @@ MODELS.add(
         feature_layer="head_lif",
         description="Spike-driven Transformer v1: membrane shortcuts, linear spike-driven self-attention (SDSA)",
         reference="Yao et al., Spike-driven Transformer, NeurIPS 2023 (BICLab/Spike-Driven-Transformer)",
-        reference_accuracy={"dvs128-gesture": 0.993, "cifar10-dvs": 0.800},
+        reference_accuracy={"dvs128": 0.993, "cifar10-dvs": 0.800},
+        config_inputs={"dvs-2-256": DVS128_INPUT, "small": DVS128_INPUT,
+                       "cifar10dvs-2-256": InputSpec(16, 2, 64, 64, 10)},
     ),
 )

@@ -23,7 +23,7 @@ from dataclasses import dataclass
 import torch
 from torch import Tensor, nn
 
-from snnsec.zoo.base import MODELS, InputSpec, ModelEntry
+from snnsec.zoo.base import CIFAR10DVS_INPUT, DVS128_INPUT, MODELS, InputSpec, ModelEntry
 from snnsec.zoo.neurons import lif
 from snnsec.zoo.transformer_parts import (
     TokenMean,
@@ -199,6 +199,7 @@ MODELS.add(
         feature_layer="token_mean",
         description="Spikformer: spiking patch splitting, spiking self-attention without softmax, SEW residual",
         reference="Zhou et al., Spikformer, ICLR 2023 (ZK-Zhou/spikformer cifar10dvs/model.py)",
-        reference_accuracy={"dvs128-gesture": 0.983, "cifar10-dvs": 0.809},
+        reference_accuracy={"dvs128": 0.983, "cifar10-dvs": 0.809},
+        config_inputs={"dvs-2-256": CIFAR10DVS_INPUT, "small": DVS128_INPUT},
     ),
 )

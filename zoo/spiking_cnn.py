@@ -13,7 +13,7 @@ from spikingjelly.activation_based import layer
 from torch import Tensor, nn
 
 from snnsec.errors import ConfigError
-from snnsec.zoo.base import MODELS, InputSpec, ModelEntry
+from snnsec.zoo.base import DVS128_INPUT, MODELS, InputSpec, ModelEntry
 from snnsec.zoo.neurons import integrate_and_fire, lif
 
 
@@ -97,5 +97,6 @@ MODELS.add(
         feature_layer="fc",
         description="Sneaky Spikes spiking CNN: conv-BN-LIF-pool blocks, spiking FC, linear readout",
         reference="Abad et al., Sneaky Spikes, NDSS 2024 (GorkaAbad/Sneaky-Spikes models.py)",
+        config_inputs={"gesture": DVS128_INPUT, "cifar10dvs": InputSpec(16, 2, 128, 128, 10)},
     ),
 )

@@ -20,7 +20,7 @@ from dataclasses import dataclass
 
 from torch import Tensor, nn
 
-from snnsec.zoo.base import MODELS, InputSpec, ModelEntry
+from snnsec.zoo.base import DVS128_INPUT, MODELS, InputSpec, ModelEntry
 from snnsec.zoo.neurons import lif
 from snnsec.zoo.transformer_parts import (
     TokenMean,
@@ -188,6 +188,7 @@ MODELS.add(
         feature_layer="token_mean",
         description="Spikingformer: spike-driven residual transformer, conv tokenizer, SSA without softmax",
         reference="Zhou et al., Spikingformer, arXiv:2304.11954 (zhouchenlin2096/Spikingformer dvs128-gesture/model.py)",
-        reference_accuracy={"dvs128-gesture": 0.983, "cifar10-dvs": 0.813},
+        reference_accuracy={"dvs128": 0.983, "cifar10-dvs": 0.813},
+        config_inputs={"dvs-2-256": DVS128_INPUT, "small": DVS128_INPUT},
     ),
 )
