@@ -68,15 +68,20 @@ TRIGGERS: Registry[type[Trigger]] = Registry("trigger", "snnsec.triggers")
 COMMON_OPTIONS = ("size", "position", "polarity", "value", "seed")
 
 
+def check_options(kind: str, name: str, cls: type, params: dict[str, Any], common: tuple[str, ...]) -> None:
+    """Raise a ConfigError naming the options of dataclass ``cls`` when ``params`` has one it lacks."""
+    known = {f.name for f in fields(cls)}
+    unknown = sorted(set(params) - known)
+    if unknown:
+        extra = sorted(known - set(common))
+        raise ConfigError(
+            f"{kind} {name!r} has no option(s) {unknown}; its options: {', '.join(common)}"
+            + (f" and {', '.join(extra)}" if extra else "")
+        )
+
+
 def create_trigger(name: str, **params: Any) -> Trigger:
     """Build trigger ``name``; an option it does not take is an error listing the options it does take."""
     trigger_cls = TRIGGERS.get(name)
-    known = {f.name for f in fields(trigger_cls)}
-    unknown = sorted(set(params) - known)
-    if unknown:
-        extra = sorted(known - set(COMMON_OPTIONS))
-        raise ConfigError(
-            f"trigger {name!r} has no option(s) {unknown}; its options: {', '.join(COMMON_OPTIONS)}"
-            + (f" and {', '.join(extra)}" if extra else "")
-        )
+    check_options("trigger", name, trigger_cls, params, COMMON_OPTIONS)
     return trigger_cls(**params)

@@ -49,7 +49,7 @@ the clean frame cache, so poisoning stays a lazy view like :mod:`snnsec.attacks.
 from __future__ import annotations
 
 from abc import ABC, abstractmethod
-from dataclasses import asdict, dataclass, fields
+from dataclasses import asdict, dataclass
 from typing import Any, ClassVar
 
 import numpy as np
@@ -57,7 +57,7 @@ import torch
 from torch import Tensor
 from torch.utils.data import Dataset
 
-from snnsec.attacks.base import POLARITIES, POSITIONS
+from snnsec.attacks.base import POLARITIES, POSITIONS, check_options
 from snnsec.attacks.patch import check_time_window, patch_origin, patch_side, time_window
 from snnsec.attacks.poisoning import FrameDataset, PoisonConfig, choose_poison_indices
 from snnsec.datasets.base import EventDataset
@@ -220,14 +220,7 @@ COMMON_OPTIONS = ("size", "position", "polarity", "seed", "bins", "events_per_pi
 def create_injector(name: str, **params: Any) -> EventInjector:
     """Build event trigger ``name`` (same names as the frame triggers: static, moving, flashy)."""
     injector_cls = EVENT_TRIGGERS.get(name)
-    known = {f.name for f in fields(injector_cls)}
-    unknown = sorted(set(params) - known)
-    if unknown:
-        extra = sorted(known - set(COMMON_OPTIONS))
-        raise ConfigError(
-            f"event trigger {name!r} has no option(s) {unknown}; its options: {', '.join(COMMON_OPTIONS)}"
-            + (f" and {', '.join(extra)}" if extra else "")
-        )
+    check_options("event trigger", name, injector_cls, params, COMMON_OPTIONS)
     return injector_cls(**params)
 
 

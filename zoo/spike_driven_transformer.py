@@ -31,6 +31,7 @@ from snnsec.zoo.transformer_parts import (
     merge_heads,
     per_frame,
     split_heads,
+    default_transformer_config,
 )
 
 
@@ -198,17 +199,13 @@ def _init_weights(module: nn.Module) -> None:
         nn.init.zeros_(module.bias)
 
 
-def _default_config(spec: InputSpec) -> str:
-    return "tiny" if max(spec.height, spec.width) <= 64 else "dvs-2-256"
-
-
 MODELS.add(
     "spike-driven-transformer",
     ModelEntry(
         name="spike-driven-transformer",
         build=SpikeDrivenTransformer,
         configs=CONFIGS,
-        default_config=_default_config,
+        default_config=default_transformer_config,
         spiking=True,
         feature_layer="head_lif",
         description="Spike-driven Transformer v1: membrane shortcuts, linear spike-driven self-attention (SDSA)",

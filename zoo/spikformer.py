@@ -34,6 +34,7 @@ from snnsec.zoo.transformer_parts import (
     per_frame,
     split_heads,
     token_grid,
+    default_transformer_config,
 )
 
 
@@ -184,17 +185,13 @@ class Spikformer(nn.Module):
         return self.head(self.token_mean(x))
 
 
-def _default_config(spec: InputSpec) -> str:
-    return "tiny" if max(spec.height, spec.width) <= 64 else "dvs-2-256"
-
-
 MODELS.add(
     "spikformer",
     ModelEntry(
         name="spikformer",
         build=Spikformer,
         configs=CONFIGS,
-        default_config=_default_config,
+        default_config=default_transformer_config,
         spiking=True,
         feature_layer="token_mean",
         description="Spikformer: spiking patch splitting, spiking self-attention without softmax, SEW residual",

@@ -30,6 +30,7 @@ from snnsec.zoo.transformer_parts import (
     merge_heads,
     per_frame,
     split_heads,
+    default_transformer_config,
 )
 
 
@@ -173,17 +174,13 @@ class Spikingformer(nn.Module):
         return self.head(self.token_mean(x))
 
 
-def _default_config(spec: InputSpec) -> str:
-    return "tiny" if max(spec.height, spec.width) <= 64 else "dvs-2-256"
-
-
 MODELS.add(
     "spikingformer",
     ModelEntry(
         name="spikingformer",
         build=Spikingformer,
         configs=CONFIGS,
-        default_config=_default_config,
+        default_config=default_transformer_config,
         spiking=True,
         feature_layer="token_mean",
         description="Spikingformer: spike-driven residual transformer, conv tokenizer, SSA without softmax",

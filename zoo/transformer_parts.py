@@ -10,6 +10,7 @@ from __future__ import annotations
 from torch import Tensor, nn
 
 from snnsec.errors import ConfigError
+from snnsec.zoo.base import InputSpec
 
 #: Every tokenizer has four conv stages; ``pooling[i] == "1"`` halves the map in stage ``i`` (MaxPool 3, 2, 1).
 TOKENIZER_STAGES = 4
@@ -88,3 +89,8 @@ def init_trunc_normal_linear(module: nn.Module) -> None:
     elif isinstance(module, nn.LayerNorm):
         nn.init.ones_(module.weight)
         nn.init.zeros_(module.bias)
+
+
+def default_transformer_config(spec: InputSpec) -> str:
+    """The config a spiking transformer uses when none is named: ``tiny`` up to 64x64 inputs, else the paper's."""
+    return "tiny" if max(spec.height, spec.width) <= 64 else "dvs-2-256"
