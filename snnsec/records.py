@@ -21,7 +21,10 @@ def config_hash(config: dict[str, Any]) -> str:
 
 
 def package_versions() -> dict[str, str]:
-    found = {"python": platform.python_version()}
+    """Versions of what produced a result, and the CPU thread count (it changes float summation order)."""
+    import torch
+
+    found = {"python": platform.python_version(), "torch_threads": str(torch.get_num_threads())}
     for name in TRACKED_PACKAGES:
         try:
             found[name] = version(name)
