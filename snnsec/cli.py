@@ -147,6 +147,19 @@ def sweep(spec: Path, **options) -> None:
                f"table: {workspace.out_dir / 'attack_results.md'}")
 
 
+@cli.command()
+@click.option("--out", type=click.Path(file_okay=False, exists=True, path_type=Path), default=Path("reports"),
+              show_default=True, help="A folder holding records.jsonl.")
+def report(out: Path) -> None:
+    """Regenerate the Markdown, CSV and LaTeX tables of OUT from its records."""
+    from snnsec.experiment import write_attack_tables
+
+    if not (out / "records.jsonl").exists():
+        raise click.ClickException(f"no records.jsonl in {out}; run `snnsec attack --out {out}` first")
+    for path in write_attack_tables(out):
+        click.echo(str(path))
+
+
 @cli.command("show-trigger")
 @TRIGGER_OPTIONS
 @DATA_OPTIONS

@@ -92,7 +92,7 @@ ATTACK_COLUMNS = [
     Column("Trigger", "config.trigger"),
     Column("Inj.", "config.injection"),
     Column("Pos.", "config.position"),
-    Column("Pol.", "config.polarity"),
+    Column("Pol.", "config.trigger_params.polarity"),  # as resolved (smart triggers pick it from the data)
     Column("Size", "config.trigger_size"),
     Column("Mode", "config.mode"),
     Column("Rate", "config.poison_rate"),
@@ -102,8 +102,8 @@ ATTACK_COLUMNS = [
     Column("CA bd (%)", "metrics.ca_backdoor", percent=True),
     Column("ASR (%)", "metrics.asr", percent=True),
     Column("SSIM", "metrics.ssim"),
-    Column("Energy (mJ)", "metrics.energy_mj"),
-    Column("ANN (mJ)", "metrics.ann_energy_mj"),
+    Column("Energy (uJ)", "metrics.energy_mj", scale=1000.0),
+    Column("ANN (uJ)", "metrics.ann_energy_mj", scale=1000.0),
     Column("Fire rate", "metrics.firing_rate"),
     Column("Run", "run_id"),
 ]
@@ -210,11 +210,15 @@ def run_attack(config: AttackConfig, workspace: Workspace = Workspace()) -> RunR
         artifacts={"clean_model": str(_model_path(workspace, {**model_identity, "poison": None})),
                    "backdoored_model": str(_model_path(workspace, attack_identity))},
     )
-    records_path = workspace.out_dir / "records.jsonl"
-    append_record(records_path, record)
-    write_tables(load_records(records_path, "attack"), ATTACK_COLUMNS, workspace.out_dir, "attack_results",
-                 "Backdoor attacks: clean accuracy (CA) of the clean and backdoored models, attack success rate (ASR)")
+    append_record(workspace.out_dir / "records.jsonl", record)
+    write_attack_tables(workspace.out_dir)
     return record
+
+
+def write_attack_tables(out_dir: Path) -> list[Path]:
+    """Regenerate ``attack_results.{md,csv,tex}`` in ``out_dir`` from its ``records.jsonl``."""
+    return write_tables(load_records(out_dir / "records.jsonl", "attack"), ATTACK_COLUMNS, out_dir, "attack_results",
+                        "Backdoor attacks: clean accuracy (CA) of the clean and backdoored models, attack success rate (ASR)")
 
 
 def _framing(config: AttackConfig) -> FramingConfig:

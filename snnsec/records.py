@@ -85,6 +85,7 @@ class Column:
     title: str  # header in Markdown/LaTeX
     key: str  # flattened record key, e.g. "metrics.asr"
     percent: bool = False  # fraction shown as a percentage with one decimal
+    scale: float = 1.0  # numbers are multiplied by this (e.g. 1000 to show mJ as uJ)
 
 
 def cell(record: dict[str, Any], column: Column) -> str:
@@ -93,6 +94,8 @@ def cell(record: dict[str, Any], column: Column) -> str:
         return "-"
     if column.percent and isinstance(value, (int, float)):
         return f"{100 * value:.1f}"
+    if isinstance(value, (int, float)) and not isinstance(value, bool) and column.scale != 1.0:
+        value = float(value) * column.scale
     if isinstance(value, float):
         return f"{value:.3g}"
     return str(value)

@@ -90,3 +90,8 @@ def test_unknown_trigger_option_lists_options(run):
 def test_malformed_trigger_option(run):
     result = run("attack", "--trigger-opt", "speed")
     assert result.exit_code != 0 and "KEY=VALUE" in result.output
+
+
+def test_report_needs_records(run, tmp_path):
+    result = run("report", "--out", str(tmp_path))
+    assert result.exit_code != 0 and "no records.jsonl" in result.output
