@@ -1,5 +1,6 @@
 """Sweeps expand a grid, run each attack once and skip what is already recorded (resume after a kill)."""
 import json
+import re
 
 import pytest
 from click.testing import CliRunner
@@ -28,7 +29,7 @@ def test_expand_is_the_grid_product(tmp_path):
     ({"grid": {"trigger": []}}, "non-empty list"),
 ])
 def test_bad_specs(tmp_path, spec, message):
-    with pytest.raises(ConfigError, match=message.replace("[", r"\[").replace("]", r"\]")):
+    with pytest.raises(ConfigError, match=re.escape(message)):
         load_spec(write_spec(tmp_path / "s.json", **spec))
 
 
