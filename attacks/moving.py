@@ -7,7 +7,7 @@ from typing import ClassVar
 from torch import Tensor
 
 from snnsec.attacks.base import TRIGGERS, Trigger
-from snnsec.attacks.patch import fold, paint, patch_origin, patch_side
+from snnsec.attacks.patch import fold, paint_per_bin, patch_origin, patch_side
 from snnsec.errors import ConfigError
 
 PATHS = ("horizontal", "vertical", "diagonal")
@@ -64,7 +64,4 @@ class MovingTrigger(Trigger):
     def apply(self, frames: Tensor) -> Tensor:
         steps, height, width = frames.shape[-4], frames.shape[-2], frames.shape[-1]
         side = patch_side(self.size, height, width)
-        out = frames.clone()
-        for t, (row, col) in enumerate(self.origins(steps, height, width)):
-            paint(out, row, col, side, self.polarity, self.value, time_index=t)
-        return out
+        return paint_per_bin(frames, self.origins(steps, height, width), side, self.polarity, self.value)

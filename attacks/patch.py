@@ -97,3 +97,11 @@ def fold(offset: int, span: int, boundary: str) -> int:
         return offset % (span + 1)
     m = offset % (2 * span)
     return m if m <= span else 2 * span - m
+
+
+def paint_per_bin(frames: Tensor, origins: list[tuple[int, int]], side: int, polarity: int, value: float) -> Tensor:
+    """A copy of frames ``[..., T, P, H, W]`` with the patch at ``origins[t]`` in time bin ``t``."""
+    out = frames.clone()
+    for t, (row, col) in enumerate(origins):
+        paint(out, row, col, side, polarity, value, time_index=t)
+    return out
