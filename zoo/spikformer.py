@@ -26,10 +26,10 @@ from torch import Tensor, nn
 from snnsec.zoo.base import CIFAR10DVS_INPUT, DVS128_INPUT, MODELS, InputSpec, ModelEntry
 from snnsec.zoo.neurons import lif
 from snnsec.zoo.transformer_parts import (
+    add_sps_stages,
     TokenMean,
     check_transformer_config,
     init_trunc_normal_linear,
-    max_pool,
     merge_heads,
     per_frame,
     split_heads,
@@ -74,15 +74,8 @@ class SPS(nn.Module):
     def __init__(self, config: SpikformerConfig, in_channels: int) -> None:
         super().__init__()
         dim = config.embed_dim
-        widths = [in_channels, dim // 8, dim // 4, dim // 2, dim]
         self.pooling = config.pooling
-        for stage in range(4):
-            suffix = str(stage) if stage else ""  # proj_conv, proj_conv1, proj_conv2, proj_conv3
-            conv = nn.Conv2d(widths[stage], widths[stage + 1], kernel_size=3, stride=1, padding=1, bias=False)
-            setattr(self, f"proj_conv{suffix}", conv)
-            setattr(self, f"proj_bn{suffix}", nn.BatchNorm2d(widths[stage + 1]))
-            setattr(self, f"proj_lif{suffix}", lif(tau=config.tau))
-            setattr(self, f"maxpool{suffix}", max_pool())
+        add_sps_stages(self, dim, config.tau, in_channels)
         self.rpe_conv = nn.Conv2d(dim, dim, kernel_size=3, stride=1, padding=1, bias=False)
         self.rpe_bn = nn.BatchNorm2d(dim)
         self.rpe_lif = lif(tau=config.tau)

@@ -11,6 +11,7 @@ from torch import Tensor, nn
 
 from snnsec.errors import ConfigError
 from snnsec.zoo.base import InputSpec
+from snnsec.zoo.neurons import lif
 
 #: Every tokenizer has four conv stages; ``pooling[i] == "1"`` halves the map in stage ``i`` (MaxPool 3, 2, 1).
 TOKENIZER_STAGES = 4
@@ -94,3 +95,17 @@ def init_trunc_normal_linear(module: nn.Module) -> None:
 def default_transformer_config(spec: InputSpec) -> str:
     """The config a spiking transformer uses when none is named: ``tiny`` up to 64x64 inputs, else the paper's."""
     return "tiny" if max(spec.height, spec.width) <= 64 else "dvs-2-256"
+
+
+def add_sps_stages(module: nn.Module, embed_dim: int, tau: float, in_channels: int) -> None:
+    """Register the SPS tokenizer's four conv3x3-BN-LIF-maxpool stages (widths dim/8, /4, /2, dim) on
+    ``module`` under the references' names (proj_conv, proj_conv1, ...), in their registration order, so
+    that Spikformer's and the Spike-driven Transformer's state dicts keep the references' keys."""
+    widths = [in_channels, embed_dim // 8, embed_dim // 4, embed_dim // 2, embed_dim]
+    for stage in range(4):
+        suffix = str(stage) if stage else ""
+        conv = nn.Conv2d(widths[stage], widths[stage + 1], kernel_size=3, stride=1, padding=1, bias=False)
+        setattr(module, f"proj_conv{suffix}", conv)
+        setattr(module, f"proj_bn{suffix}", nn.BatchNorm2d(widths[stage + 1]))
+        setattr(module, f"proj_lif{suffix}", lif(tau=tau))
+        setattr(module, f"maxpool{suffix}", max_pool())
