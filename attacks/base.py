@@ -73,11 +73,8 @@ def check_options(kind: str, name: str, cls: type, params: dict[str, Any], commo
     known = {f.name for f in fields(cls)}
     unknown = sorted(set(params) - known)
     if unknown:
-        extra = sorted(known - set(common))
-        raise ConfigError(
-            f"{kind} {name!r} has no option(s) {unknown}; its options: {', '.join(common)}"
-            + (f" and {', '.join(extra)}" if extra else "")
-        )
+        options = [*common, *sorted(known - set(common))]
+        raise ConfigError(f"{kind} {name!r} has no option(s) {unknown}; its options: {', '.join(options) or '(none)'}")
 
 
 def create_trigger(name: str, **params: Any) -> Trigger:

@@ -1,6 +1,18 @@
-"""Defense plugins (training-data filtering, input filtering, model inspection, model repair)."""
-from snnsec.registry import Registry
+"""Defense plugins. Importing this package registers every defense (one file each)."""
+from snnsec.defenses.base import DEFENSES, FAMILIES, Defense, DefenseContext, GroundTruth, create_defense
 
-DEFENSES: Registry[type] = Registry("defense", "snnsec.defenses")
+from snnsec.defenses import (  # noqa: E402,F401
+    abl,
+    activation_clustering,
+    event_purification,
+    fine_pruning,
+    fine_tuning,
+    neural_cleanse,
+    pruning,
+    spectral_signatures,
+    strip,
+    tmpbd,
+    unlearning,
+)
 
-__all__ = ["DEFENSES"]
+__all__ = ["DEFENSES", "FAMILIES", "Defense", "DefenseContext", "GroundTruth", "create_defense"]

@@ -26,12 +26,23 @@ class Classifier:
 
     def logits(self, x: Tensor) -> Tensor:
         """``x``: ``[B, T, C, H, W]`` float frames -> ``[B, K]`` logits averaged over time."""
+        out = self._forward(x)
+        return out.mean(0) if out.dim() == 3 else out
+
+    def step_logits(self, x: Tensor) -> Tensor:
+        """Per-time-step readout ``[B, T, K]`` (the output layer's membrane potential at each step);
+        models without a time axis give ``[B, K]``."""
+        out = self._forward(x)
+        return out.transpose(0, 1) if out.dim() == 3 else out
+
+    def _forward(self, x: Tensor) -> Tensor:
+        """The one model call: fresh state, time-major input, state cleared again afterwards."""
         if x.dim() != 5:
             raise ValueError(f"expected frames [B, T, C, H, W], got shape {tuple(x.shape)}")
         functional.reset_net(self.net)
         out = self.net(x.transpose(0, 1).contiguous())
         functional.reset_net(self.net)
-        return out.mean(0) if out.dim() == 3 else out
+        return out
 
     def predict(self, x: Tensor) -> Tensor:
         """Class indices for ``x`` in eval mode without gradients."""

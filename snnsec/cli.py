@@ -93,22 +93,29 @@ def _attack_config(options: dict):
     return AttackConfig(**{k: v for k, v in options.items() if k in config_fields})
 
 
+ATTACK_OPTIONS = _options(
+    click.option("--model", default="spiking-cnn", show_default=True, help="Zoo model (see `snnsec list models`)."),
+    click.option("--model-config", default=None, help="Named model configuration (default: chosen for the data)."),
+    TRIGGER_OPTIONS,
+    DATA_OPTIONS,
+    click.option("--poison-rate", type=float, default=0.1, show_default=True,
+                 help="Fraction of training samples poisoned, in (0, 1]."),
+    click.option("--target", type=int, default=0, show_default=True, help="Target class of the backdoor."),
+    click.option("--mode", type=click.Choice(["all-to-one", "all-to-all", "clean-label"]), default="all-to-one",
+                 show_default=True),
+    click.option("--epochs", type=int, default=8, show_default=True),
+    click.option("--batch-size", type=int, default=32, show_default=True),
+    click.option("--lr", type=float, default=2e-3, show_default=True),
+    click.option("--optimizer", type=click.Choice(["adamw", "adam"]), default="adamw", show_default=True),
+    click.option("--device", default="auto", show_default=True, help="auto, cpu, cuda or cuda:N."),
+    click.option("--out", type=click.Path(file_okay=False, path_type=Path), default=Path("reports"),
+                 show_default=True, help="Where records and tables are written."),
+    click.option("--json", "as_json", is_flag=True, help="Print the run's record as one JSON object on stdout."),
+)
+
+
 @cli.command()
-@click.option("--model", default="spiking-cnn", show_default=True, help="Zoo model (see `snnsec list models`).")
-@click.option("--model-config", default=None, help="Named model configuration (default: chosen for the data).")
-@TRIGGER_OPTIONS
-@DATA_OPTIONS
-@click.option("--poison-rate", type=float, default=0.1, show_default=True, help="Fraction of training samples poisoned, in (0, 1].")
-@click.option("--target", type=int, default=0, show_default=True, help="Target class of the backdoor.")
-@click.option("--mode", type=click.Choice(["all-to-one", "all-to-all", "clean-label"]), default="all-to-one", show_default=True)
-@click.option("--epochs", type=int, default=8, show_default=True)
-@click.option("--batch-size", type=int, default=32, show_default=True)
-@click.option("--lr", type=float, default=2e-3, show_default=True)
-@click.option("--optimizer", type=click.Choice(["adamw", "adam"]), default="adamw", show_default=True)
-@click.option("--device", default="auto", show_default=True, help="auto, cpu, cuda or cuda:N.")
-@click.option("--out", type=click.Path(file_okay=False, path_type=Path), default=Path("reports"), show_default=True,
-              help="Where records and tables are written.")
-@click.option("--json", "as_json", is_flag=True, help="Print the run's record as one JSON object on stdout.")
+@ATTACK_OPTIONS
 def attack(**options) -> None:
     """Train a clean and a backdoored model and report CA, ASR and stealth."""
     from snnsec.experiment import run_attack
@@ -126,6 +133,51 @@ def attack(**options) -> None:
             f"ASR {100 * m['asr']:.1f}%  SSIM {m['ssim']:.3f}  ({record.duration_s:.0f} s)\n"
             f"tables: {workspace.out_dir / 'attack_results.md'}"
         )
+
+
+@cli.command()
+@click.option("--defense", "defense_name", required=True, help="Defense (see `snnsec list defenses`).")
+@click.option("--defense-opt", "defense_options", multiple=True, metavar="KEY=VALUE",
+              help="A defense parameter (repeatable), e.g. --defense-opt removal_rate=0.2.")
+@click.option("--reserve-rate", type=float, default=0.05, show_default=True,
+              help="Share of the training set the defender holds as clean, labelled data.")
+@click.option("--attack-run", default=None, metavar="RUN_ID",
+              help="Defend the attack recorded under this run id (or a unique prefix) in --out; "
+                   "otherwise the attack given by the options below (the same options as `snnsec attack`).")
+@ATTACK_OPTIONS
+@click.pass_context
+def defend(ctx: click.Context, **options) -> None:
+    """Run a defense on the cached backdoored model and data of an attack; report CA/ASR before and after,
+    DER and detection TPR/FPR/AUROC."""
+    from snnsec.defending import DefenseConfig, find_attack, run_defense
+
+    as_json, run_id = options.pop("as_json"), options.pop("attack_run")
+    config = DefenseConfig(defense=options.pop("defense_name"), reserve_rate=options.pop("reserve_rate"),
+                           options=_parse_options(options.pop("defense_options"), "--defense-opt"),
+                           seed=options["seed"])
+    workspace = _workspace(options)
+    if run_id is not None:
+        given = [name for name in options if ctx.get_parameter_source(name) == click.core.ParameterSource.COMMANDLINE
+                 and name != "seed"]
+        if given:
+            raise click.UsageError(f"--attack-run names the attack; drop the attack option(s) "
+                                   f"{', '.join('--' + g.replace('_', '-') for g in sorted(given))}")
+        attack, run_id = find_attack(run_id, workspace.out_dir)
+    else:
+        attack = _attack_config(options)
+    record = run_defense(config, attack, workspace, attack_run_id=run_id)
+    if as_json:
+        click.echo(json.dumps(record.to_dict(), sort_keys=True))
+        return
+    m = record.metrics
+    line = (f"run {record.run_id} ({m['family']}): CA {100 * m['ca_before']:.1f}% -> {100 * m['ca_after']:.1f}%  "
+            f"ASR {100 * m['asr_before']:.1f}% -> {100 * m['asr_after']:.1f}%  DER {m['der']:.3f}")
+    if m["auroc"] is not None:
+        line += f"  AUROC {m['auroc']:.3f}  TPR {m['tpr']:.3f}  FPR {m['fpr']:.3f}"
+    if "suspected_target" in m["details"]:
+        line += f"  suspected target {m['details']['suspected_target']}" + \
+            ("" if m["details"].get("backdoor_detected", m["details"].get("unlearned")) else " (not flagged)")
+    click.echo(f"{line}  ({m['defense_time_s']:.0f} s)\ntables: {workspace.out_dir / 'defense_results.md'}")
 
 
 @cli.command()
@@ -156,7 +208,9 @@ def report(out: Path) -> None:
 
     if not (out / "records.jsonl").exists():
         raise click.ClickException(f"no records.jsonl in {out}; run `snnsec attack --out {out}` first")
-    for path in write_attack_tables(out):
+    from snnsec.defending import write_defense_tables
+
+    for path in [*write_attack_tables(out), *write_defense_tables(out)]:
         click.echo(str(path))
 
 
@@ -212,13 +266,13 @@ def zoo(name: str | None, config_name: str | None, as_json: bool) -> None:
     click.echo(markdown_table(rows, columns), nl=False)
 
 
-def _parse_options(pairs: tuple[str, ...]) -> tuple[tuple[str, object], ...]:
+def _parse_options(pairs: tuple[str, ...], hint: str = "--trigger-opt") -> tuple[tuple[str, object], ...]:
     """``("speed=2", "path=zigzag")`` -> ``(("path", "zigzag"), ("speed", 2))``; values are JSON when they parse."""
     parsed: dict[str, object] = {}
     for pair in pairs:
         key, sep, raw = pair.partition("=")
         if not sep or not key:
-            raise click.BadParameter(f"expected KEY=VALUE, got {pair!r}", param_hint="--trigger-opt")
+            raise click.BadParameter(f"expected KEY=VALUE, got {pair!r}", param_hint=hint)
         try:
             parsed[key.strip().replace("-", "_")] = json.loads(raw)
         except json.JSONDecodeError:
@@ -236,9 +290,12 @@ def list_names(what: str) -> None:
 
     registries = {"models": MODELS, "attacks": TRIGGERS, "triggers": TRIGGERS, "datasets": DATASETS}
     if what == "defenses":
-        from snnsec.defenses import DEFENSES
+        from snnsec.defending import describe_defenses
 
-        registries["defenses"] = DEFENSES
+        width = max(len(d["name"]) for d in describe_defenses())
+        for d in describe_defenses():
+            click.echo(f"{d['name']:<{width}}  {d['family']:<20}  {d['summary']}")
+        return
     for name in registries[what].names():
         click.echo(name)
 

@@ -2,7 +2,7 @@
 from __future__ import annotations
 
 import time
-from dataclasses import asdict, dataclass, field, replace
+from dataclasses import asdict, dataclass, field, fields, replace
 from datetime import datetime, timezone
 from functools import partial
 from pathlib import Path
@@ -133,30 +133,67 @@ def resolve(config: AttackConfig) -> AttackConfig:
     return replace(config, frames=frames, trigger_value=value)
 
 
-def run_attack(config: AttackConfig, workspace: Workspace = Workspace()) -> RunRecord:
-    """Run (or reuse the cached parts of) one backdoor attack and append its record to the reports."""
-    started, clock = datetime.now(timezone.utc), time.perf_counter()
-    request_id = config_hash(asdict(config))
+@dataclass
+class AttackSetup:
+    """An attack's data, trigger and model recipe, resolved and loaded, before any model is trained."""
+
+    config: AttackConfig  # fully resolved (frames, trigger value, model config)
+    framing: FramingConfig
+    train_set: FrameDataset
+    test_set: FrameDataset
+    data_key: dict[str, Any]
+    poison: PoisonConfig
+    trigger: Any  # Trigger or EventInjector
+    poisoned_train: Any  # a view over train_set with ``indices`` (the poisoned rows) triggered and relabelled
+    triggered_test: Any  # non-target test samples, triggered, labelled with the attacker's goal
+    input_spec: InputSpec
+    model_config: Any
+    training: TrainConfig
+    model_identity: dict[str, Any]
+    device: torch.device
+
+    @property
+    def num_classes(self) -> int:
+        return self.input_spec.num_classes
+
+    @property
+    def attack_identity(self) -> dict[str, Any]:
+        return {**self.model_identity, "poison": asdict(self.poison), "trigger": self.trigger.params()}
+
+    @property
+    def clean_identity(self) -> dict[str, Any]:
+        return {**self.model_identity, "poison": None}
+
+    def build(self) -> Classifier:
+        """A fresh, seeded, untrained model of this attack's architecture."""
+        entry = MODELS.get(self.config.model)
+        seed_everything(self.config.seed)
+        return Classifier(entry.build(self.model_config, self.input_spec).to(self.device), entry.feature_layer)
+
+    def stealth_pairs(self):
+        if self.config.injection == "event":
+            return self.triggered_test.pairs()
+        return TriggerPairs(self.triggered_test.base, self.trigger)
+
+
+def prepare_attack(config: AttackConfig, workspace: Workspace = Workspace()) -> AttackSetup:
+    """Resolve ``config``, load (cached) frames, fit the trigger and build the poisoned views."""
     config = resolve(config)
-    spec = DATASETS.get(config.dataset)
     device = workspace.torch_device()
     framing = _framing(config)
     (train_set, raw_train), (test_set, raw_test), data_key = _load_frames(config, framing, workspace)
     if config.trigger_value is None:
         config = replace(config, trigger_value=_high_count(train_set))
     poison = PoisonConfig(rate=config.poison_rate, target=config.target, mode=config.mode, seed=config.seed)
-    num_classes = spec.info.num_classes
+    num_classes = DATASETS.get(config.dataset).info.num_classes
     if config.injection == "event":
         trigger = _make_injector(config, framing.frames)
         poisoned_train = event_poison_training_set(train_set, raw_train, trigger, framing, poison, num_classes)
         triggered_test = event_triggered_test_set(test_set, raw_test, trigger, framing, poison, num_classes)
-        stealth_pairs = triggered_test.pairs()
     else:
         trigger = _make_trigger(config).fit(_sample_frames(train_set))
         poisoned_train = poison_training_set(train_set, trigger, poison, num_classes)
         triggered_test = triggered_test_set(test_set, trigger, poison, num_classes)
-        stealth_pairs = TriggerPairs(triggered_test.base, trigger)
-
     frames_shape = train_set[0][0].shape  # [T, P, H, W]
     input_spec = InputSpec(frames_shape[0], frames_shape[1], frames_shape[2], frames_shape[3], num_classes)
     entry = MODELS.get(config.model)
@@ -166,24 +203,42 @@ def run_attack(config: AttackConfig, workspace: Workspace = Workspace()) -> RunR
                            optimizer=config.optimizer, seed=config.seed)
     model_identity = {"data": data_key, "model": config.model, "model_config": asdict(model_config),
                       "training": asdict(training)}
+    return AttackSetup(config, framing, train_set, test_set, data_key, poison, trigger, poisoned_train,
+                       triggered_test, input_spec, model_config, training, model_identity, device)
 
-    def build() -> Classifier:
-        seed_everything(config.seed)
-        return Classifier(entry.build(model_config, input_spec).to(device), entry.feature_layer)
 
-    clean = _trained(build, train_set, training, {**model_identity, "poison": None}, workspace, "clean model")
-    attack_identity = {**model_identity, "poison": asdict(poison), "trigger": trigger.params()}
-    if hasattr(trigger, "train_backdoor"):  # learned triggers: classifier and generator trained together
-        backdoored, trigger = _trained_jointly(build, trigger, train_set, poison, training, num_classes,
-                                               attack_identity, workspace)
-        triggered_test = triggered_test_set(test_set, trigger, poison, num_classes)
-        stealth_pairs = TriggerPairs(triggered_test.base, trigger)
-    else:
-        backdoored = _trained(build, poisoned_train, training, attack_identity, workspace, "backdoored model")
+def clean_model(setup: AttackSetup, workspace: Workspace) -> Classifier:
+    """The model trained on the clean training set (cached by identity)."""
+    return _trained(setup.build, setup.train_set, setup.training, setup.clean_identity, workspace, "clean model")
+
+
+def backdoored_model(setup: AttackSetup, workspace: Workspace) -> Classifier:
+    """The model trained on the poisoned training set (cached by identity). Learned triggers are trained
+    jointly with it; ``setup`` then holds the trained trigger and the test set it triggers."""
+    if hasattr(setup.trigger, "train_backdoor"):
+        classifier, trigger = _trained_jointly(setup.build, setup.trigger, setup.train_set, setup.poison,
+                                               setup.training, setup.num_classes, setup.attack_identity, workspace)
+        setup.trigger = trigger
+        setup.poisoned_train = poison_training_set(setup.train_set, trigger, setup.poison, setup.num_classes)
+        setup.triggered_test = triggered_test_set(setup.test_set, trigger, setup.poison, setup.num_classes)
+        return classifier
+    return _trained(setup.build, setup.poisoned_train, setup.training, setup.attack_identity, workspace,
+                    "backdoored model")
+
+
+def run_attack(config: AttackConfig, workspace: Workspace = Workspace()) -> RunRecord:
+    """Run (or reuse the cached parts of) one backdoor attack and append its record to the reports."""
+    started, clock = datetime.now(timezone.utc), time.perf_counter()
+    request_id = config_hash(asdict(config))
+    setup = prepare_attack(config, workspace)
+    clean = clean_model(setup, workspace)
+    attack_identity = setup.attack_identity  # before a learned trigger is trained: the cache key
+    backdoored = backdoored_model(setup, workspace)
+    config, test_set, triggered_test = setup.config, setup.test_set, setup.triggered_test
 
     log("evaluating")
     ca_clean, ca_backdoor = accuracy(clean, test_set), accuracy(backdoored, test_set)
-    stealth = measure_stealth(stealth_pairs)
+    stealth = measure_stealth(setup.stealth_pairs())
     energy = {"clean_model": _energy(clean, test_set), "backdoored_model": _energy(backdoored, test_set)}
     metrics: dict[str, Any] = {
         "ca_clean": ca_clean,
@@ -194,25 +249,38 @@ def run_attack(config: AttackConfig, workspace: Workspace = Workspace()) -> RunR
         **stealth.to_dict(),
         **_energy_totals(energy["backdoored_model"]),
         "energy_detail": {name: report.to_dict() for name, report in energy.items()},
-        "poisoned_samples": int(len(poisoned_train.indices)),
-        "train_samples": len(train_set),
+        "poisoned_samples": int(len(setup.poisoned_train.indices)),
+        "train_samples": len(setup.train_set),
         "test_samples": len(test_set),
         "asr_samples": len(triggered_test),
     }
-    # The record's config is the full resolved config: named choices plus what they resolved to.
-    full_config = {**asdict(config), "request_id": request_id, "trigger_params": trigger.params(), "model_params": asdict(model_config),
-                   "data_version": data_key["events"]}
+    full_config = attack_record_config(setup, request_id)
     record = RunRecord(
         kind="attack", run_id=config_hash(full_config), config=full_config, metrics=metrics,
         started=started.isoformat(timespec="seconds"),
         finished=datetime.now(timezone.utc).isoformat(timespec="seconds"),
         duration_s=round(time.perf_counter() - clock, 2),
-        artifacts={"clean_model": str(_model_path(workspace, {**model_identity, "poison": None})),
-                   "backdoored_model": str(_model_path(workspace, attack_identity))},
+        artifacts={"clean_model": str(model_path(workspace, setup.clean_identity)),
+                   "backdoored_model": str(model_path(workspace, attack_identity))},
     )
     append_record(workspace.out_dir / "records.jsonl", record)
     write_attack_tables(workspace.out_dir)
     return record
+
+
+def attack_record_config(setup: AttackSetup, request_id: str) -> dict[str, Any]:
+    """An attack record's config (its hash is the run id): the full resolved config, named choices plus
+    what they resolved to, and the id of the request as given."""
+    return {**asdict(setup.config), "request_id": request_id, "trigger_params": setup.trigger.params(),
+            "model_params": asdict(setup.model_config), "data_version": setup.data_key["events"]}
+
+
+def attack_config_of(record: dict[str, Any]) -> AttackConfig:
+    """The :class:`AttackConfig` an attack record was run with (its extra resolved fields dropped)."""
+    names = {f.name for f in fields(AttackConfig)}
+    values = {k: v for k, v in record["config"].items() if k in names}
+    values["trigger_options"] = tuple(tuple(pair) for pair in values.get("trigger_options", ()))
+    return AttackConfig(**values)
 
 
 def write_attack_tables(out_dir: Path) -> list[Path]:
@@ -278,14 +346,14 @@ def _make_injector(config: AttackConfig, frames: int) -> EventInjector:
                            **dict(config.trigger_options))
 
 
-def _model_path(workspace: Workspace, identity: dict) -> Path:
+def model_path(workspace: Workspace, identity: dict) -> Path:
     return workspace.cache_dir / "models" / f"{config_hash(identity)}.safetensors"
 
 
 def _trained_jointly(build, trigger, train_set: FrameDataset, poison: PoisonConfig, training: TrainConfig,
                      num_classes: int, identity: dict, workspace: Workspace):
     """Classifier and trigger generator trained together (dynamic triggers), or both from the cache."""
-    path = _model_path(workspace, identity)
+    path = model_path(workspace, identity)
     generator_path = path.with_name(f"{path.stem}-generator.safetensors")
     classifier = build()
     if path.exists() and generator_path.exists():
@@ -303,7 +371,7 @@ def _trained_jointly(build, trigger, train_set: FrameDataset, poison: PoisonConf
 
 def _trained(build, dataset, training: TrainConfig, identity: dict, workspace: Workspace, label: str) -> Classifier:
     """A model trained on ``dataset``, loaded from the cache when the same identity was trained before."""
-    path = _model_path(workspace, identity)
+    path = model_path(workspace, identity)
     classifier = build()
     if path.exists():
         log(f"{label}: reusing {path}")

@@ -1,0 +1,137 @@
+"""The defense pipeline: an earlier attack's cached backdoored model and data -> one defense -> metrics."""
+from __future__ import annotations
+
+import time
+from dataclasses import asdict, dataclass
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+import snnsec.defenses  # noqa: F401  (registers defenses)
+from snnsec.defenses import DEFENSES, DefenseContext, GroundTruth, create_defense
+from snnsec.detection import defense_effectiveness_rate
+from snnsec.errors import ConfigError
+from snnsec.experiment import (
+    AttackConfig,
+    Workspace,
+    attack_config_of,
+    attack_record_config,
+    backdoored_model,
+    prepare_attack,
+    model_path,
+)
+from snnsec.progress import log
+from snnsec.records import Column, RunRecord, append_record, config_hash, load_records, write_tables
+
+
+@dataclass(frozen=True)
+class DefenseConfig:
+    """Everything that determines a defense run, besides the attack it defends against."""
+
+    defense: str
+    options: tuple[tuple[str, Any], ...] = ()  # defense parameters, e.g. (("removal_rate", 0.2),)
+    reserve_rate: float = 0.05  # share of the training set the defender holds as clean, labelled data
+    seed: int = 0
+
+    def __post_init__(self) -> None:
+        if not 0 < self.reserve_rate < 1:
+            raise ConfigError(f"--reserve-rate must be in (0, 1), got {self.reserve_rate}")
+
+
+DEFENSE_COLUMNS = [
+    Column("Dataset", "config.attack.dataset"),
+    Column("Model", "config.attack.model"),
+    Column("Trigger", "config.attack.trigger"),
+    Column("Rate", "config.attack.poison_rate"),
+    Column("Defense", "config.defense.defense"),
+    Column("Family", "metrics.family"),
+    Column("CA before (%)", "metrics.ca_before", percent=True),
+    Column("ASR before (%)", "metrics.asr_before", percent=True),
+    Column("CA after (%)", "metrics.ca_after", percent=True),
+    Column("ASR after (%)", "metrics.asr_after", percent=True),
+    Column("DER", "metrics.der"),
+    Column("AUROC", "metrics.auroc"),
+    Column("TPR", "metrics.tpr"),
+    Column("FPR", "metrics.fpr"),
+    Column("Time (s)", "metrics.defense_time_s"),
+    Column("Attack run", "config.attack_run_id"),
+    Column("Run", "run_id"),
+]
+
+
+def find_attack(run_id: str, out_dir: Path) -> tuple[AttackConfig, str]:
+    """The config and full id of the attack record in ``out_dir`` whose run id starts with ``run_id``."""
+    records = load_records(out_dir / "records.jsonl", "attack") if (out_dir / "records.jsonl").exists() else []
+    matches = [r for r in records if r["run_id"].startswith(run_id)]
+    if len(matches) != 1:
+        what = "no attack run" if not matches else f"{len(matches)} attack runs"
+        raise ConfigError(f"{what} with id {run_id!r} in {out_dir / 'records.jsonl'}; "
+                          f"see the Run column of {out_dir / 'attack_results.md'} (or pass --out)")
+    return attack_config_of(matches[0]), matches[0]["run_id"]
+
+
+def run_defense(config: DefenseConfig, attack: AttackConfig, workspace: Workspace = Workspace(),
+                attack_run_id: str | None = None) -> RunRecord:
+    """Run one defense against the backdoored model of ``attack`` (trained only if not cached yet)."""
+    started = datetime.now(timezone.utc)
+    defense = create_defense(config.defense, **dict(config.options))  # bad parameters fail before any work
+    request_id = config_hash(asdict(attack))
+    setup = prepare_attack(attack, workspace)
+    if not model_path(workspace, setup.attack_identity).exists():
+        log("no cached backdoored model for this attack: training it first, as `snnsec attack` would")
+    model = backdoored_model(setup, workspace)
+    attack_run_id = attack_run_id or config_hash(attack_record_config(setup, request_id))
+    poison = setup.poison
+    targets = tuple(range(setup.num_classes)) if poison.mode == "all-to-all" else (poison.target,)
+    truth = GroundTruth(setup.test_set, setup.triggered_test, np.asarray(setup.poisoned_train.indices), targets,
+                        setup.num_classes)
+    ca_before, asr_before = truth.evaluate(model)
+    rng = np.random.default_rng(config.seed)
+    reserve_rows = np.sort(rng.choice(len(setup.train_set), max(1, round(config.reserve_rate * len(setup.train_set))),
+                                      replace=False))
+    ctx = DefenseContext(model=model, train_set=setup.poisoned_train, clean_reserve=setup.train_set.subset(reserve_rows),
+                         num_classes=setup.num_classes, training=setup.training, build=setup.build, seed=config.seed)
+    log(f"defense {defense.name} ({defense.family}) against attack run {attack_run_id}")
+    clock = time.perf_counter()
+    result = defense.defend(ctx, truth)
+    elapsed = time.perf_counter() - clock
+    ca_after = ca_before if result.ca_after is None else result.ca_after
+    asr_after = asr_before if result.asr_after is None else result.asr_after
+    found = result.detection.to_dict() if result.detection else {}
+    metrics: dict[str, Any] = {
+        "family": defense.family,
+        "ca_before": ca_before, "asr_before": asr_before, "ca_after": ca_after, "asr_after": asr_after,
+        "model_changed": result.ca_after is not None,
+        "der": defense_effectiveness_rate(ca_before, asr_before, ca_after, asr_after),
+        "auroc": found.get("auroc"), "tpr": found.get("tpr"), "fpr": found.get("fpr"),
+        "detection": found or None,
+        "details": result.details,
+        "defense_time_s": round(elapsed, 2),
+        "reserve_samples": len(reserve_rows),
+    }
+    full_config = {"defense": defense.params(), "reserve_rate": config.reserve_rate, "seed": config.seed,
+                   "attack": attack_record_config(setup, request_id), "attack_run_id": attack_run_id}
+    record = RunRecord(
+        kind="defense", run_id=config_hash(full_config), config=full_config, metrics=metrics,
+        started=started.isoformat(timespec="seconds"),
+        finished=datetime.now(timezone.utc).isoformat(timespec="seconds"),
+        duration_s=round((datetime.now(timezone.utc) - started).total_seconds(), 2),
+        artifacts={"backdoored_model": str(model_path(workspace, setup.attack_identity))},
+    )
+    append_record(workspace.out_dir / "records.jsonl", record)
+    write_defense_tables(workspace.out_dir)
+    return record
+
+
+def write_defense_tables(out_dir: Path) -> list[Path]:
+    """Regenerate ``defense_results.{md,csv,tex}`` in ``out_dir`` from its ``records.jsonl``."""
+    return write_tables(load_records(out_dir / "records.jsonl", "defense"), DEFENSE_COLUMNS, out_dir, "defense_results",
+                        "Backdoor defenses: CA and ASR before and after, DER, detection AUROC/TPR/FPR "
+                        "(scores: higher = more suspicious)")
+
+
+def describe_defenses() -> list[dict[str, str]]:
+    """Name, family and one-line summary of every registered defense."""
+    return [{"name": n, "family": DEFENSES.get(n).family, "summary": DEFENSES.get(n).summary} for n in DEFENSES.names()]
