@@ -66,7 +66,7 @@ class AntiBackdoorLearning(TrainingDataFilter):
                     optimizer.zero_grad(set_to_none=True)
                     lga.backward()
                     optimizer.step()
-                    advance(epoch=epoch + 1, loss=float(loss.mean()))
+                    advance(epoch=epoch + 1, loss=float(loss.detach().mean()))
         model.net.eval()
 
     def repair(self, ctx: DefenseContext, flagged: np.ndarray) -> Classifier:
@@ -84,6 +84,6 @@ class AntiBackdoorLearning(TrainingDataFilter):
                     optimizer.zero_grad(set_to_none=True)
                     (-loss).backward()
                     optimizer.step()
-                    advance(epoch=epoch + 1, loss=float(loss))
+                    advance(epoch=epoch + 1, loss=float(loss.detach()))
         model.net.eval()
         return model

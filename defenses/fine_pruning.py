@@ -1,4 +1,4 @@
-"""Fine-pruning (Liu et al., RAID 2018): prune dormant feature-layer channels until the clean reserve's
+"""Fine-pruning (Liu et al., RAID 2018): prune dormant channels of the last convolutional spiking layer until the clean reserve's
 accuracy drops by ``max_accuracy_drop`` (or ``max_rate`` is reached), then fine-tune on the reserve."""
 from __future__ import annotations
 
@@ -14,6 +14,7 @@ from snnsec.training import accuracy
 @DEFENSES.register("fine-pruning")
 @dataclass(frozen=True)
 class FinePruning(ModelRepair):
+    layer: str = "auto"  # "auto" (last convolutional spiking layer), "feature", or a module name
     max_accuracy_drop: float = 0.05  # stop pruning once reserve accuracy fell this much
     max_rate: float = 0.9
     step: float = 0.05  # share of channels pruned per step
@@ -32,15 +33,15 @@ class FinePruning(ModelRepair):
 
     def repair(self, ctx: DefenseContext) -> tuple[Classifier, dict[str, Any]]:
         model = ctx.model
-        order = dormant_order(model, ctx)
+        layer, order = dormant_order(model, ctx, self.layer)
         baseline = accuracy(model, ctx.clean_reserve)
         count, step = 0, max(1, round(self.step * len(order)))
         while count + step <= round(self.max_rate * len(order)):
-            prune(model, order[: count + step])
+            prune(model, layer, order[: count + step])
             if accuracy(model, ctx.clean_reserve) < baseline - self.max_accuracy_drop:
                 break
             count += step
-        prune(model, order[:count])
+        prune(model, layer, order[:count])
         if self.epochs:
             fine_tune(model, ctx.clean_reserve, ctx, self.epochs, self.lr, "fine-pruning: fine-tuning")
-        return model, {"pruned_channels": count, "channels": len(order), "reserve_accuracy_before": baseline}
+        return model, {"layer": layer, "pruned_channels": count, "channels": len(order), "reserve_accuracy_before": baseline}

@@ -75,16 +75,16 @@ def reverse_engineer(ctx: DefenseContext, target: int, search: TriggerSearch, re
             optimizer.zero_grad(set_to_none=True)
             loss.backward()
             optimizer.step()
-            won = float((logits.argmax(1) == labels).float().mean())
-            if won >= search.success and (best is None or float(norm) < best[0]):
-                best = (float(norm), mask.detach().clone(), pattern.detach().clone())
+            won, size = float((logits.argmax(1) == labels).float().mean()), float(norm.detach())
+            if won >= search.success and (best is None or size < best[0]):
+                best = (size, mask.detach().clone(), pattern.detach().clone())
             wins.append(won >= search.success)
             if len(wins) % 10 == 0:  # adapt the cost every 10 steps
                 cost = cost * search.cost_multiplier if all(wins[-10:]) else cost / search.cost_multiplier ** 1.5
-            advance(norm=float(norm))
+            advance(norm=size)
     if best is None:  # never reached the success rate: keep the final trigger, marked by its success
-        best = (float(torch.sigmoid(mask_param).sum() / steps), torch.sigmoid(mask_param).detach(),
-                torch.sigmoid(pattern_param).detach())
+        mask = torch.sigmoid(mask_param).detach()
+        best = (float(mask.sum() / steps), mask, torch.sigmoid(pattern_param).detach())
     found = ReversedTrigger(target, best[1].cpu(), best[2].cpu(), best[0], 0.0)
     with torch.no_grad():
         predicted = model.predict(found.apply(reserve).to(device))

@@ -1,6 +1,7 @@
-"""Pruning (Liu et al., Fine-Pruning, RAID 2018): silence the feature layer's channels least active on
-clean data, where backdoor neurons hide. A channel is the axis after (time, batch) of the feature layer's
-output (conv channels, or the neurons of a spiking FC / token embedding)."""
+"""Pruning (Liu et al., Fine-Pruning, RAID 2018): silence the channels of one spiking layer that are
+least active on clean data, where backdoor neurons hide. As in the paper, the default layer is the last
+convolutional one: the last spiking layer whose output keeps spatial axes ``[T, B, C, H, W]`` (a spiking
+FC layer has no dormant neurons to speak of). A channel is the axis after (time, batch)."""
 from __future__ import annotations
 
 from dataclasses import dataclass
@@ -8,28 +9,48 @@ from typing import Any, ClassVar
 
 import numpy as np
 import torch
+from spikingjelly.activation_based.neuron import BaseNode
 from torch import Tensor, nn
 
 from snnsec.classifier import Classifier
 from snnsec.defenses.base import DEFENSES, DefenseContext, ModelRepair, batches, require_fraction
+from snnsec.errors import ConfigError
 from snnsec.training import accuracy
 
 
-def feature_module(model: Classifier) -> nn.Module:
-    return dict(model.net.named_modules())[model.feature_layer]
+def prunable_layer(model: Classifier, frames: Tensor, layer: str) -> str:
+    """Resolve ``layer``: "auto" (last spiking layer with spatial output), "feature" (the model's feature
+    layer) or a module name of the model."""
+    modules = dict(model.net.named_modules())
+    if layer == "feature":
+        return model.feature_layer
+    if layer != "auto":
+        if layer not in modules or not layer:
+            spiking = [n for n, m in modules.items() if isinstance(m, BaseNode)]
+            raise ConfigError(f"no module {layer!r} in {type(model.net).__name__}; spiking layers: {', '.join(spiking)}")
+        return layer
+    seen: list[str] = []
+    handles = [m.register_forward_hook(lambda _m, _i, out, name=n: seen.append(name) if out.dim() == 5 else None)
+               for n, m in modules.items() if isinstance(m, BaseNode)]
+    try:
+        model.predict(frames[:1].to(model.device))
+    finally:
+        for handle in handles:
+            handle.remove()
+    return seen[-1] if seen else model.feature_layer
 
 
-def channel_activity(model: Classifier, dataset) -> np.ndarray:
-    """Mean output of each feature-layer channel (firing rate for spiking layers) over ``dataset``."""
+def channel_activity(model: Classifier, layer: str, dataset) -> np.ndarray:
+    """Mean output of each channel of ``layer`` (firing rate for spiking layers) over ``dataset``."""
     sums: list[Tensor] = []
 
     def record(_module, _inputs, out: Tensor) -> None:
         if out.dim() < 3:
-            raise ValueError(f"feature layer {model.feature_layer!r} output {tuple(out.shape)} has no channel axis")
+            raise ConfigError(f"layer {layer!r} output {tuple(out.shape)} has no channel axis to prune")
         dims = [d for d in range(out.dim()) if d != 2]
         sums.append(out.detach().float().mean(dims).cpu() * out.shape[1])
 
-    handle = feature_module(model).register_forward_hook(record)
+    handle = dict(model.net.named_modules())[layer].register_forward_hook(record)
     try:
         for frames, _ in batches(dataset):
             model.predict(frames.to(model.device))
@@ -38,12 +59,13 @@ def channel_activity(model: Classifier, dataset) -> np.ndarray:
     return (torch.stack(sums).sum(0) / len(dataset)).numpy()
 
 
-def prune(model: Classifier, channels: np.ndarray) -> None:
-    """Zero the given feature-layer channels from now on (a forward hook stays on the model)."""
-    module = feature_module(model)
+def prune(model: Classifier, layer: str, channels: np.ndarray) -> None:
+    """Zero the given channels of ``layer`` from now on (a forward hook stays on the model)."""
+    module: nn.Module = dict(model.net.named_modules())[layer]
     old = getattr(module, "_snnsec_prune_hook", None)
     if old is not None:
         old.remove()
+        module._snnsec_prune_hook = None
     if len(channels) == 0:
         return
 
@@ -55,25 +77,27 @@ def prune(model: Classifier, channels: np.ndarray) -> None:
     module._snnsec_prune_hook = module.register_forward_hook(silence)
 
 
-def dormant_order(model: Classifier, ctx: DefenseContext) -> np.ndarray:
-    """Channels from least to most active on the clean reserve."""
-    return np.argsort(channel_activity(model, ctx.clean_reserve), kind="stable")
+def dormant_order(model: Classifier, ctx: DefenseContext, layer: str) -> tuple[str, np.ndarray]:
+    """The resolved layer and its channels from least to most active on the clean reserve."""
+    name = prunable_layer(model, ctx.clean_reserve[0][0][None], layer)
+    return name, np.argsort(channel_activity(model, name, ctx.clean_reserve), kind="stable")
 
 
 @DEFENSES.register("pruning")
 @dataclass(frozen=True)
 class Pruning(ModelRepair):
-    rate: float = 0.5  # share of feature-layer channels silenced
+    rate: float = 0.5  # share of the layer's channels silenced
+    layer: str = "auto"  # "auto" (last convolutional spiking layer), "feature", or a module name
 
     name: ClassVar[str] = "pruning"
-    summary: ClassVar[str] = "silence the feature layer's least active channels on clean data"
+    summary: ClassVar[str] = "silence the last conv spiking layer's least active channels on clean data"
 
     def __post_init__(self) -> None:
         require_fraction("rate", self.rate)
 
     def repair(self, ctx: DefenseContext) -> tuple[Classifier, dict[str, Any]]:
-        order = dormant_order(ctx.model, ctx)
+        layer, order = dormant_order(ctx.model, ctx, self.layer)
         pruned = order[: round(self.rate * len(order))]
-        prune(ctx.model, pruned)
-        return ctx.model, {"pruned_channels": len(pruned), "channels": len(order),
+        prune(ctx.model, layer, pruned)
+        return ctx.model, {"layer": layer, "pruned_channels": len(pruned), "channels": len(order),
                            "reserve_accuracy": accuracy(ctx.model, ctx.clean_reserve)}

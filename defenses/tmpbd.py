@@ -60,6 +60,6 @@ class TemporalMembranePotential(ModelInspector):
                 optimizer.zero_grad(set_to_none=True)
                 (-margin.sum()).backward()
                 optimizer.step()
-                advance(margin=float(margin.max()))
+                advance(margin=float(margin.detach().max()))
             with torch.no_grad():
                 return float(temporal_margin(model.step_logits(torch.sigmoid(param)), k).max())

@@ -196,7 +196,7 @@ def sweep(spec: Path, **options) -> None:
     workspace = _workspace(options)
     records = run_sweep(loaded, workspace)
     click.echo(f"{sum(r is not None for r in records)} new run(s), {sum(r is None for r in records)} skipped; "
-               f"table: {workspace.out_dir / 'attack_results.md'}")
+               f"tables: {workspace.out_dir / 'attack_results.md'}, {workspace.out_dir / 'defense_results.md'}")
 
 
 @cli.command()

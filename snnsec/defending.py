@@ -112,7 +112,8 @@ def run_defense(config: DefenseConfig, attack: AttackConfig, workspace: Workspac
         "reserve_samples": len(reserve_rows),
     }
     full_config = {"defense": defense.params(), "reserve_rate": config.reserve_rate, "seed": config.seed,
-                   "attack": attack_record_config(setup, request_id), "attack_run_id": attack_run_id}
+                   "attack": attack_record_config(setup, request_id), "attack_run_id": attack_run_id,
+                   "request_id": defense_request_id(config, attack)}
     record = RunRecord(
         kind="defense", run_id=config_hash(full_config), config=full_config, metrics=metrics,
         started=started.isoformat(timespec="seconds"),
@@ -125,9 +126,18 @@ def run_defense(config: DefenseConfig, attack: AttackConfig, workspace: Workspac
     return record
 
 
+def defense_request_id(config: DefenseConfig, attack: AttackConfig) -> str:
+    """Id of a defense request as given (unresolved): sweeps skip requests already recorded."""
+    return config_hash({"defense": asdict(config), "attack": asdict(attack)})
+
+
 def write_defense_tables(out_dir: Path) -> list[Path]:
-    """Regenerate ``defense_results.{md,csv,tex}`` in ``out_dir`` from its ``records.jsonl``."""
-    return write_tables(load_records(out_dir / "records.jsonl", "defense"), DEFENSE_COLUMNS, out_dir, "defense_results",
+    """Regenerate ``defense_results.{md,csv,tex}`` in ``out_dir`` from its ``records.jsonl`` (nothing
+    when it holds no defense run)."""
+    records = load_records(out_dir / "records.jsonl", "defense")
+    if not records:
+        return []
+    return write_tables(records, DEFENSE_COLUMNS, out_dir, "defense_results",
                         "Backdoor defenses: CA and ASR before and after, DER, detection AUROC/TPR/FPR "
                         "(scores: higher = more suspicious)")
 

@@ -6,7 +6,7 @@ import pytest
 from click.testing import CliRunner
 
 from snnsec.cli import cli
-from snnsec.errors import ConfigError
+from snnsec.errors import ConfigError, SnnsecError
 from snnsec.sweep import expand, load_spec
 
 
@@ -45,3 +45,28 @@ def test_sweep_runs_then_skips(tmp_path):
     assert "0 new run(s), 2 skipped" in again.output
     table = (tmp_path / "out" / "attack_results.md").read_text()
     assert table.count("| digits-dvs") == 2
+
+
+@pytest.mark.parametrize("defenses, message", [
+    (["no-such-defense"], "unknown defense 'no-such-defense'"),
+    ([{"defense": "strip", "options": {"overlays": 0}}], "overlays must be >= 1"),
+    ([{"name": "strip"}], "needs 'defense'"),
+])
+def test_bad_defense_entries(tmp_path, defenses, message):
+    with pytest.raises(SnnsecError, match=re.escape(message)):
+        load_spec(write_spec(tmp_path / "s.json", grid={"trigger": ["static"]}, defenses=defenses))
+
+
+@pytest.mark.slow
+def test_sweep_runs_defenses_then_skips(tmp_path):
+    spec = write_spec(tmp_path / "d.json", name="d",
+                      base={"model_config": "tiny", "epochs": 1, "frames": 4, "size": 16},
+                      grid={"trigger": ["static"]},
+                      defenses=["pruning", {"defense": "fine-tuning", "options": {"epochs": 1}}])
+    args = ["sweep", str(spec), "--cache-dir", str(tmp_path / "cache"), "--out", str(tmp_path / "out")]
+    first = CliRunner().invoke(cli, args, catch_exceptions=False)
+    assert first.exit_code == 0 and "3 new run(s), 0 skipped" in first.output
+    again = CliRunner().invoke(cli, args, catch_exceptions=False)
+    assert "0 new run(s), 3 skipped" in again.output
+    table = (tmp_path / "out" / "defense_results.md").read_text()
+    assert "pruning" in table and "fine-tuning" in table

@@ -1,0 +1,170 @@
+"""Every defense runs from the CLI on a cached backdoored model and does what it claims on a strong trigger."""
+import json
+import re
+from pathlib import Path
+
+import numpy as np
+import pytest
+from click.testing import CliRunner
+
+from snnsec.cli import cli
+from snnsec.defenses import DEFENSES, FAMILIES
+
+# A small spiking CNN with a strong 4x4 ON trigger, 5% all-to-one poisoning (target 0): ~17 s to train.
+ATTACK = ["--model-config", "small", "--frames", "4", "--size", "16", "--epochs", "6", "--trigger-size", "0.25",
+          "--poison-rate", "0.05"]
+# Short settings so that every defense runs in seconds; defaults are exercised by the reports.
+FAST = {
+    "abl": ["isolation_epochs=2", "retrain=false"],
+    "activation-clustering": ["retrain=false"],
+    "spectral-signatures": ["retrain=false"],
+    "neural-cleanse": ["steps=80"],
+    "nc-unlearning": ["steps=80"],
+    "tmpbd": ["steps=60", "starts=4"],
+}
+
+
+def invoke(*args: str) -> dict:
+    result = CliRunner().invoke(cli, list(args), catch_exceptions=False)
+    assert result.exit_code == 0, result.output
+    return json.loads(result.stdout.strip().splitlines()[-1])
+
+
+@pytest.fixture(scope="module")
+def attacked(tmp_path_factory):
+    """``(workspace options, attack record)`` of one attack run."""
+    out, cache = tmp_path_factory.mktemp("defense-out"), tmp_path_factory.mktemp("defense-cache")
+    where = ["--out", str(out), "--cache-dir", str(cache)]
+    record = invoke("attack", *ATTACK, *where, "--json")
+    assert record["metrics"]["asr"] > 0.9 and record["metrics"]["ca_backdoor"] > 0.8
+    return where, record
+
+
+def defend(attacked, name: str, *extra: str) -> dict:
+    where, attack = attacked
+    options = [arg for opt in FAST.get(name, []) for arg in ("--defense-opt", opt)]
+    return invoke("defend", "--defense", name, "--attack-run", attack["run_id"][:8], *options, *extra, *where, "--json")
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("name", DEFENSES.names())
+def test_every_defense_runs_from_the_cli(attacked, name):
+    record = defend(attacked, name)
+    m = record["metrics"]
+    assert record["kind"] == "defense" and m["family"] in FAMILIES
+    assert record["config"]["attack_run_id"] == attacked[1]["run_id"]
+    assert record["config"]["defense"]["defense"] == name
+    for key in ("ca_before", "asr_before", "ca_after", "asr_after", "der"):
+        assert 0.0 <= m[key] <= 1.0, key
+    assert m["ca_before"] == pytest.approx(attacked[1]["metrics"]["ca_backdoor"])  # the cached model, not retrained
+    assert m["asr_before"] == pytest.approx(attacked[1]["metrics"]["asr"])
+    if m["family"] in ("training-data filter", "input filter", "model inspection"):
+        assert 0.0 <= m["auroc"] <= 1.0 and m["detection"]["direction"].startswith("higher")
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("name,floor", [("activation-clustering", 0.8), ("abl", 0.7), ("spectral-signatures", 0.6)])
+def test_training_data_filters_rank_poisoned_samples_high(attacked, name, floor):
+    m = defend(attacked, name)["metrics"]
+    assert m["detection"]["positives"] == round(0.05 * 1438)
+    assert m["auroc"] > floor  # chance is 0.5
+
+
+@pytest.mark.slow
+def test_strip_rejects_triggered_inputs(attacked):
+    m = defend(attacked, "strip")["metrics"]
+    assert m["auroc"] > 0.95 and m["tpr"] > 0.9
+    assert m["asr_after"] < 0.1 < m["asr_before"]
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("name", ["neural-cleanse", "tmpbd"])
+def test_inspectors_name_the_true_target(attacked, name):
+    m = defend(attacked, name)["metrics"]
+    assert m["details"]["suspected_target"] == 0 and m["details"]["backdoor_detected"]
+    assert m["auroc"] == 1.0 and m["tpr"] == 1.0
+
+
+@pytest.mark.slow
+def test_fine_pruning_lowers_asr(attacked):
+    m = defend(attacked, "fine-pruning")["metrics"]
+    assert m["asr_after"] < m["asr_before"] - 0.1
+    assert m["details"]["pruned_channels"] > 0 and m["details"]["layer"] == "features.6"  # last conv block's LIF
+
+
+@pytest.mark.slow
+def test_filter_retrains_on_kept_samples(attacked):
+    m = defend(attacked, "activation-clustering", "--defense-opt", "removal_rate=0.2", "--defense-opt", "retrain=true")["metrics"]
+    assert m["model_changed"] and m["details"]["removed"] == round(0.2 * 1438)
+    assert m["asr_after"] < m["asr_before"]
+
+
+@pytest.mark.slow
+def test_defend_by_attack_options_reuses_the_same_attack(attacked):
+    where, attack = attacked
+    record = invoke("defend", "--defense", "pruning", *ATTACK, *where, "--json")
+    assert record["config"]["attack_run_id"] == attack["run_id"]
+    assert record["metrics"]["asr_before"] == pytest.approx(attack["metrics"]["asr"])
+
+
+@pytest.mark.slow
+def test_defense_table_is_written(attacked):
+    defend(attacked, "pruning")
+    table = (Path(attacked[0][1]) / "defense_results.md").read_text()
+    assert re.search(r"\| pruning +\|", table) and "DER" in table and "AUROC" in table
+
+
+def test_list_defenses_shows_every_family():
+    result = CliRunner().invoke(cli, ["list", "defenses"])
+    assert result.exit_code == 0
+    for name in DEFENSES.names():
+        assert name in result.output
+    assert {DEFENSES.get(n).family for n in DEFENSES.names()} == set(FAMILIES)
+
+
+@pytest.mark.parametrize("options,message", [
+    (["--defense-opt", "removal_rate=1.5"], "removal_rate must be in (0, 1)"),
+    (["--defense-opt", "nonsense=1"], "has no option(s) ['nonsense']"),
+    (["--defense-opt", "retrain=maybe"], "retrain must be true or false"),
+    (["--reserve-rate", "0"], "--reserve-rate must be in (0, 1)"),
+])
+def test_bad_defense_parameters_are_clear_errors(options, message, tmp_path):
+    result = CliRunner().invoke(cli, ["defend", "--defense", "spectral-signatures", *options, "--out", str(tmp_path)])
+    assert result.exit_code != 0 and message in result.output
+    assert "Traceback" not in result.output
+
+
+def test_unknown_attack_run_is_a_clear_error(tmp_path):
+    result = CliRunner().invoke(cli, ["defend", "--defense", "strip", "--attack-run", "abc123", "--out", str(tmp_path)])
+    assert result.exit_code != 0 and "no attack run with id 'abc123'" in result.output
+
+
+def test_attack_run_and_attack_options_are_exclusive(tmp_path):
+    result = CliRunner().invoke(cli, ["defend", "--defense", "strip", "--attack-run", "abc", "--trigger", "moving",
+                                      "--out", str(tmp_path)])
+    assert result.exit_code != 0 and "drop the attack option(s) --trigger" in result.output
+
+
+@pytest.fixture(scope="module")
+def attacked_moving(tmp_path_factory):
+    out, cache = tmp_path_factory.mktemp("moving-out"), tmp_path_factory.mktemp("moving-cache")
+    where = ["--out", str(out), "--cache-dir", str(cache)]
+    record = invoke("attack", "--trigger", "moving", "--model-config", "tiny", "--frames", "4", "--size", "16",
+                    "--epochs", "2", "--trigger-size", "0.25", *where, "--json")
+    return where, record
+
+
+QUICK = {"abl": ["isolation_epochs=1", "unlearning_epochs=1", "retrain=false"], "neural-cleanse": ["steps=20"],
+         "nc-unlearning": ["steps=20", "epochs=1"], "tmpbd": ["steps=10", "starts=2"], "fine-tuning": ["epochs=1"],
+         "fine-pruning": ["epochs=1"], "strip": ["overlays=2"], "activation-clustering": ["retrain=false"],
+         "spectral-signatures": ["retrain=false"]}
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("name", DEFENSES.names())
+def test_every_defense_runs_against_a_moving_trigger(attacked_moving, name):
+    where, attack = attacked_moving
+    options = [arg for opt in QUICK.get(name, []) for arg in ("--defense-opt", opt)]
+    record = invoke("defend", "--defense", name, "--attack-run", attack["run_id"], *options, *where, "--json")
+    assert record["config"]["attack"]["trigger"] == "moving"
+    assert 0.0 <= record["metrics"]["asr_after"] <= 1.0
