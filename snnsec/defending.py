@@ -19,8 +19,9 @@ from snnsec.experiment import (
     attack_config_of,
     attack_record_config,
     backdoored_model,
-    prepare_attack,
     model_path,
+    prepare_attack,
+    run_attack,
 )
 from snnsec.progress import log
 from snnsec.records import Column, RunRecord, append_record, config_hash, load_records, write_tables
@@ -74,13 +75,18 @@ def find_attack(run_id: str, out_dir: Path) -> tuple[AttackConfig, str]:
 
 def run_defense(config: DefenseConfig, attack: AttackConfig, workspace: Workspace = Workspace(),
                 attack_run_id: str | None = None) -> RunRecord:
-    """Run one defense against the backdoored model of ``attack`` (trained only if not cached yet)."""
+    """Run one defense against the backdoored model of ``attack``. An attack given by its options and not
+    yet recorded in the workspace is run first (as ``snnsec attack``: cached models are reused), so
+    that every defense row points at an attack row."""
     started = datetime.now(timezone.utc)
     defense = create_defense(config.defense, **dict(config.options))  # bad parameters fail before any work
     request_id = config_hash(asdict(attack))
     setup = prepare_attack(attack, workspace)
-    if not model_path(workspace, setup.attack_identity).exists():
-        log("no cached backdoored model for this attack: training it first, as `snnsec attack` would")
+    if attack_run_id is None:
+        recorded = {r["run_id"] for r in load_records(workspace.out_dir / "records.jsonl", "attack")}
+        if hasattr(setup.trigger, "train_backdoor") or config_hash(attack_record_config(setup, request_id)) not in recorded:
+            log("this attack is not recorded here yet: running it first (cached models are reused)")
+            attack_run_id = run_attack(attack, workspace).run_id
     model = backdoored_model(setup, workspace)
     attack_run_id = attack_run_id or config_hash(attack_record_config(setup, request_id))
     poison = setup.poison

@@ -108,6 +108,17 @@ def test_defend_by_attack_options_reuses_the_same_attack(attacked):
 
 
 @pytest.mark.slow
+def test_defend_by_options_records_the_attack_first(attacked, tmp_path):
+    where, attack = attacked
+    cache = where[where.index("--cache-dir") + 1]
+    record = invoke("defend", "--defense", "pruning", *ATTACK, "--out", str(tmp_path), "--cache-dir", cache, "--json")
+    assert record["config"]["attack_run_id"] == attack["run_id"]
+    rows = [json.loads(line) for line in (tmp_path / "records.jsonl").read_text().splitlines()]
+    assert [r["kind"] for r in rows] == ["attack", "defense"] and rows[0]["run_id"] == attack["run_id"]
+    assert rows[0]["metrics"]["asr"] == attack["metrics"]["asr"]  # the cached models, not retrained
+
+
+@pytest.mark.slow
 def test_defense_table_is_written(attacked):
     defend(attacked, "pruning")
     table = (Path(attacked[0][1]) / "defense_results.md").read_text()
