@@ -4,7 +4,8 @@ Isolation: a fresh model trains on the received data with local gradient ascent 
 ``sign(l - gamma) * l`` per sample, which keeps clean losses near ``gamma`` while backdoor samples,
 learned much faster, fall below it. A sample's score is its negated loss under that model. Unlearning:
 the suspect model ascends the loss of the ``removal_rate`` lowest-loss samples (their received labels),
-as ABL's last stage does, instead of retraining from scratch.
+as ABL's last stage does, instead of retraining from scratch, until at most ``stop_accuracy`` of them
+keep their received label (a stopping rule that needs nothing but the isolated samples).
 """
 from __future__ import annotations
 
@@ -19,7 +20,7 @@ from torch.utils.data import DataLoader, Subset
 from snnsec.classifier import Classifier
 from snnsec.defenses.base import DEFENSES, DefenseContext, TrainingDataFilter, batches, require
 from snnsec.progress import progress_bar
-from snnsec.training import seed_everything
+from snnsec.training import accuracy, seed_everything
 
 
 @DEFENSES.register("abl")
@@ -30,6 +31,7 @@ class AntiBackdoorLearning(TrainingDataFilter):
     gamma: float = 0.5  # LGA loss floor
     unlearning_epochs: int = 20
     unlearning_lr: float = 5e-4
+    stop_accuracy: float = 0.2  # unlearning stops once the isolated samples' received labels are this rare
 
     name: ClassVar[str] = "abl"
     summary: ClassVar[str] = "isolate fast-learned samples with local gradient ascent, then unlearn them"
@@ -40,6 +42,7 @@ class AntiBackdoorLearning(TrainingDataFilter):
         require(self.gamma > 0, f"gamma must be > 0, got {self.gamma}")
         require(self.unlearning_epochs >= 1, f"unlearning_epochs must be >= 1, got {self.unlearning_epochs}")
         require(self.unlearning_lr > 0, f"unlearning_lr must be > 0, got {self.unlearning_lr}")
+        require(0 <= self.stop_accuracy < 1, f"stop_accuracy must be in [0, 1), got {self.stop_accuracy}")
 
     def score_samples(self, ctx: DefenseContext) -> np.ndarray:
         model = ctx.build()
@@ -79,6 +82,9 @@ class AntiBackdoorLearning(TrainingDataFilter):
         model.net.train()
         with progress_bar("abl: unlearning", total=self.unlearning_epochs * len(loader)) as advance:
             for epoch in range(self.unlearning_epochs):
+                if accuracy(model, isolated) <= self.stop_accuracy:  # the isolated samples are unlearned
+                    break
+                model.net.train()
                 for frames, labels in loader:
                     loss = F.cross_entropy(model.logits(frames.to(model.device)), labels.to(model.device))
                     optimizer.zero_grad(set_to_none=True)

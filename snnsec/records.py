@@ -86,6 +86,7 @@ class Column:
     key: str  # flattened record key, e.g. "metrics.asr"
     percent: bool = False  # fraction shown as a percentage with one decimal
     scale: float = 1.0  # numbers are multiplied by this (e.g. 1000 to show mJ as uJ)
+    decimals: int | None = None  # fixed decimals for numbers (None: 3 significant digits)
 
 
 def cell(record: dict[str, Any], column: Column) -> str:
@@ -96,6 +97,8 @@ def cell(record: dict[str, Any], column: Column) -> str:
         return f"{100 * value:.1f}"
     if isinstance(value, (int, float)) and not isinstance(value, bool) and column.scale != 1.0:
         value = float(value) * column.scale
+    if column.decimals is not None and isinstance(value, (int, float)) and not isinstance(value, bool):
+        return f"{value:.{column.decimals}f}"
     if isinstance(value, float):
         return f"{value:.3g}"
     return str(value)

@@ -93,6 +93,12 @@ def test_fine_pruning_lowers_asr(attacked):
 
 
 @pytest.mark.slow
+def test_abl_unlearning_removes_the_backdoor(attacked):
+    m = defend(attacked, "abl", "--defense-opt", "isolation_epochs=3", "--defense-opt", "retrain=true")["metrics"]
+    assert m["model_changed"] and m["asr_after"] < 0.5 < m["asr_before"]
+
+
+@pytest.mark.slow
 def test_filter_retrains_on_kept_samples(attacked):
     m = defend(attacked, "activation-clustering", "--defense-opt", "removal_rate=0.2", "--defense-opt", "retrain=true")["metrics"]
     assert m["model_changed"] and m["details"]["removed"] == round(0.2 * 1438)
