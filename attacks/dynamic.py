@@ -55,7 +55,7 @@ from snnsec.attacks.poisoning import FrameDataset, PoisonConfig, choose_poison_i
 from snnsec.classifier import Classifier
 from snnsec.errors import ConfigError
 from snnsec.progress import progress_bar
-from snnsec.training import TrainConfig, seed_everything
+from snnsec.training import TrainConfig, recalibrate_batchnorm, seed_everything
 from snnsec.zoo.neurons import lif
 
 MAX_DEPTH = 6
@@ -411,6 +411,10 @@ def train_dynamic_backdoor(
             history["loss"].append(totals["loss"] / seen)
             if stage == 1:
                 history["generator_loss"].append(totals["generator_loss"] / seen)
+    if training.bn_recalibration_batches:  # the model's recipe: BN statistics from the final weights
+        clean = DataLoader(train, batch_size=training.batch_size, shuffle=True,
+                           generator=torch.Generator().manual_seed(training.seed))
+        recalibrate_batchnorm(classifier, clean, training.bn_recalibration_batches)
     classifier.net.eval()
     return BackdoorTraining(classifier, trigger.with_generator(net), indices, joint_epochs, history)
 

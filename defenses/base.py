@@ -18,7 +18,7 @@ from __future__ import annotations
 from abc import ABC, abstractmethod
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
-from dataclasses import asdict, dataclass, field, fields
+from dataclasses import asdict, dataclass, field, fields, replace
 from typing import Any, ClassVar
 
 import numpy as np
@@ -268,8 +268,7 @@ def labels_of(dataset: Dataset) -> np.ndarray:
 
 def fine_tune(model: Classifier, dataset: Dataset, ctx: DefenseContext, epochs: int, lr: float, label: str) -> None:
     """Train ``model`` further on ``dataset`` (the defender's data) with the attack's recipe otherwise."""
-    config = TrainConfig(epochs=epochs, batch_size=ctx.training.batch_size, lr=lr, weight_decay=ctx.training.weight_decay,
-                         optimizer=ctx.training.optimizer, seed=ctx.seed)
+    config = replace(ctx.training, epochs=epochs, lr=lr, warmup_steps=0, seed=ctx.seed)
     log(f"{label}: {epochs} epoch(s) on {len(dataset)} samples, lr {lr:g}")
     train(model, dataset, config, label=label)
 

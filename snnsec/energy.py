@@ -12,9 +12,28 @@ spikingjelly's ``layer.*`` wrappers, which subclass them):
     SOPs  = rate x T x MACs     priced at E_AC            if every input value is 0 or 1
     SOPs  = 1 x T x MACs        priced at E_MAC (a MAC)   otherwise
 
+Products between two activations, with no weights, count too where the model marks them with an
+:class:`~snnsec.zoo.transformer_parts.ActivationProduct` (a tensor-free module, so hooks see both operands):
+the spiking transformers' attention, named ``<block>.attn.qk`` (Q K^T) and ``<block>.attn.qkv`` ((Q K^T) V) in
+Spikformer and Spikingformer, ``<block>.attn.kv`` (K * V, summed over tokens) and ``<block>.attn.qkv``
+(Q * LIF(sum K * V)) in the Spike-driven Transformer. Such a product is priced like a synaptic layer whose
+input is one operand and whose "weights" are the other:
+
+    MACs  = scalar multiplications per sample per time step (out.numel() x contracted length for a matrix
+            product; out.numel() for an element-wise product, whose terms are then summed or masked)
+    rate  = fraction of non-zero values of the event operand: the left one if it is binary, else the right one
+            (Q for Q K^T, V for (Q K^T) V whose left operand holds integer scores, K for K * V, Q for Q * KV)
+    SOPs  = rate x T x MACs     priced at E_AC            if the event operand is binary (a spike selects, adds)
+    SOPs  = 1 x T x MACs        priced at E_MAC           if neither operand is binary
+
+The Spike-driven Transformer paper describes SDSA as masks (Hadamard products of spikes) and additions (the
+column sum); both rows use the rule above: ``kv`` prices the column sum at one AC per K spike (at most the
+additions of the masked sum), and ``qkv`` prices the mask Q * KV, which the paper does not count as an
+addition, at one AC per Q spike and channel: upper bounds of the paper's count.
+
 The ANN equivalent is the same network run densely once on the same input: ANN MACs = the dense MACs of one
-time step, summed over layers, priced at E_MAC. Matrix products between activations that are not modules
-(e.g. the Q.K^T of spiking self-attention) are not counted; neither are memory accesses, BN or neuron updates.
+time step, summed over layers and activation products, priced at E_MAC. Not counted: matrix products between
+activations that no ActivationProduct marks, memory accesses, BN, pooling and neuron updates.
 
 Why not spikingjelly 2.x's ``op_counter``: its ``SynOpCounter``/``MACCounter`` (a ``TorchDispatchMode``)
 count exact, padding-aware synaptic operations per aten op, summed over the batch and nested module scopes.
@@ -34,6 +53,8 @@ import torch
 from spikingjelly.activation_based.neuron import BaseNode
 from torch import Tensor, nn
 
+from snnsec.zoo.transformer_parts import ActivationProduct
+
 #: 45 nm, 32-bit float (Horowitz 2014): a multiply-accumulate and an accumulate, in picojoules.
 E_MAC_PJ = 4.6
 E_AC_PJ = 0.9
@@ -43,12 +64,12 @@ SYNAPTIC_TYPES: tuple[type[nn.Module], ...] = (nn.Conv1d, nn.Conv2d, nn.Conv3d, 
 
 @dataclass(frozen=True)
 class LayerEnergy:
-    """One synaptic layer, per sample (``sops`` and ``energy_pj`` over all T steps)."""
+    """One synaptic layer or activation product, per sample (``sops`` and ``energy_pj`` over all T steps)."""
 
     name: str
-    kind: str  # module class, e.g. "Conv2d", "Linear"
+    kind: str  # module class, e.g. "Conv2d", "Linear"; "MatMul" or "Mul" for an activation product
     macs: int  # dense multiply-accumulates per sample per time step
-    input_rate: float  # measured fraction of non-zero inputs
+    input_rate: float  # measured fraction of non-zero inputs (of the event operand, for a product)
     binary_input: bool  # every input value was 0 or 1
     priced_as: str  # "AC" (spike-driven) or "MAC" (real-valued input; rate taken as 1)
     sops: float  # rate x T x macs, with rate = 1 when priced as MAC
@@ -147,6 +168,23 @@ class _Tally:
         if self.binary:
             self.binary = bool(((x == 0) | (x == 1)).all())
 
+    @property
+    def rate(self) -> float:
+        return self.nonzero / self.numel if self.numel else 0.0
+
+
+class _ProductTally:
+    """Both operands of one activation product, over every call in the run."""
+
+    def __init__(self, kind: str) -> None:
+        self.left, self.right = _Tally(kind), _Tally(kind)
+        self.kind = kind
+        self.dense_macs = 0
+
+    def events(self) -> _Tally:
+        """The operand whose non-zeros trigger the work: the left one if binary, else the right one."""
+        return self.left if self.left.binary or not self.right.binary else self.right
+
 
 def _fan_in(module: nn.Module) -> int:
     if isinstance(module, nn.Linear):
@@ -172,7 +210,7 @@ def measure_energy(
     ``[T, B, ...]``, as every zoo model does; T and B are read from that input. Several calls (batches)
     are pooled; they must share T. Results are per sample.
     """
-    tallies: dict[str, _Tally] = {}
+    tallies: dict[str, _Tally | _ProductTally] = {}
     spikes: dict[str, _Tally] = {}
     shapes: list[tuple[int, int]] = []  # (T, B) of each top-level call
     handles = []
@@ -191,6 +229,16 @@ def measure_energy(
 
         return hook
 
+    def on_product(name: str) -> Callable[..., None]:
+        def hook(module: ActivationProduct, args: tuple[Any, ...], output: Tensor) -> None:
+            tally = tallies.setdefault(name, _ProductTally("MatMul" if module.op == "matmul" else "Mul"))
+            assert isinstance(tally, _ProductTally)
+            tally.left.add_input(args[0])
+            tally.right.add_input(args[1])
+            tally.dense_macs += module.macs(args[0], args[1], output)
+
+        return hook
+
     def on_neuron(name: str) -> Callable[..., None]:
         def hook(module: nn.Module, _args: tuple[Any, ...], output: Tensor) -> None:
             tally = spikes.setdefault(name, _Tally(type(module).__name__))
@@ -205,6 +253,8 @@ def measure_energy(
     for name, module in net.named_modules():
         if isinstance(module, SYNAPTIC_TYPES):
             handles.append(module.register_forward_hook(on_synapse(name)))
+        elif isinstance(module, ActivationProduct):
+            handles.append(module.register_forward_hook(on_product(name)))
         elif _is_neuron(module):
             spiking = True
             handles.append(module.register_forward_hook(on_neuron(name)))
@@ -227,8 +277,9 @@ def measure_energy(
     layers = []
     for name, tally in tallies.items():
         macs = round(tally.dense_macs / (samples * time_steps))
-        rate = tally.nonzero / tally.numel if tally.numel else 0.0
-        spike_driven = spiking and tally.binary
+        inputs = tally.events() if isinstance(tally, _ProductTally) else tally
+        rate = inputs.rate
+        spike_driven = spiking and inputs.binary
         effective_rate = rate if spike_driven else 1.0
         sops = effective_rate * time_steps * macs
         layers.append(
@@ -237,7 +288,7 @@ def measure_energy(
                 kind=tally.kind,
                 macs=macs,
                 input_rate=rate,
-                binary_input=tally.binary,
+                binary_input=inputs.binary,
                 priced_as="AC" if spike_driven else "MAC",
                 sops=sops,
                 energy_pj=sops * (e_ac_pj if spike_driven else e_mac_pj),
@@ -248,7 +299,7 @@ def measure_energy(
             name=name,
             kind=tally.kind,
             neurons=tally.numel // (samples * time_steps),
-            firing_rate=tally.nonzero / tally.numel if tally.numel else 0.0,
+            firing_rate=tally.rate,
             spikes_per_sample=tally.nonzero / samples,
         )
         for name, tally in spikes.items()

@@ -59,7 +59,7 @@ class AttackConfig:
     encoding: str = "binary"
     epochs: int = 8
     batch_size: int = 32
-    lr: float = 2e-3
+    lr: float | None = None  # None: the model config's recipe (zoo), else DEFAULT_LR
     optimizer: str = "adamw"
     seed: int = 0
 
@@ -85,6 +85,7 @@ class Workspace:
 
 
 INJECTIONS = ("frame", "event")
+DEFAULT_LR = 2e-3
 
 ATTACK_COLUMNS = [
     Column("Dataset", "config.dataset"),
@@ -126,7 +127,8 @@ def resolve(config: AttackConfig) -> AttackConfig:
         _make_injector(replace(config, trigger_value=config.trigger_value or 1.0), frames)
     else:
         _make_trigger(replace(config, trigger_value=config.trigger_value or 1.0))
-    TrainConfig(epochs=config.epochs, batch_size=config.batch_size, lr=config.lr, optimizer=config.optimizer)
+    TrainConfig(epochs=config.epochs, batch_size=config.batch_size, lr=config.lr or DEFAULT_LR,
+                optimizer=config.optimizer)
     value = config.trigger_value
     if value is None and config.encoding == "binary":
         value = 1.0
@@ -199,12 +201,20 @@ def prepare_attack(config: AttackConfig, workspace: Workspace = Workspace()) -> 
     entry = MODELS.get(config.model)
     model_config = entry.resolve_config(config.model_config, input_spec)
     config = replace(config, model_config=config.model_config or entry.default_config(input_spec))
-    training = TrainConfig(epochs=config.epochs, batch_size=config.batch_size, lr=config.lr,
-                           optimizer=config.optimizer, seed=config.seed)
+    training = _training(config, entry.recipe_for(config.model_config))
+    config = replace(config, lr=training.lr)
     model_identity = {"data": data_key, "model": config.model, "model_config": asdict(model_config),
                       "training": asdict(training)}
     return AttackSetup(config, framing, train_set, test_set, data_key, poison, trigger, poisoned_train,
                        triggered_test, input_spec, model_config, training, model_identity, device)
+
+
+def _training(config: AttackConfig, recipe) -> TrainConfig:
+    """The attack's training budget with the model config's recipe (lr, warm-up, BN re-estimation);
+    an explicit ``lr`` wins over the recipe's."""
+    training = TrainConfig(epochs=config.epochs, batch_size=config.batch_size, lr=config.lr or DEFAULT_LR,
+                           optimizer=config.optimizer, seed=config.seed).with_recipe(recipe)
+    return training if config.lr is None else replace(training, lr=config.lr)
 
 
 def clean_model(setup: AttackSetup, workspace: Workspace) -> Classifier:

@@ -4,13 +4,13 @@ Two options, off by default, serve models whose registry entry declares a traini
 (:class:`snnsec.zoo.base.TrainRecipe`, applied with :meth:`TrainConfig.with_recipe`):
 
 - ``warmup_steps``: the learning rate rises linearly over the first steps, then follows the cosine decay over
-  the remaining ones (timm's schedule);
+  the remaining ones;
 - ``bn_recalibration_batches``: after the last step, the BatchNorm running statistics are re-estimated with the
   final weights, as a plain average over that many training batches ("precise BN", Wu & Johnson, "Rethinking
   'Batch' in BatchNorm", 2021). The exponential running average lags when a short run starts far from the
-  running statistics' initial values (mean 0, variance 1): a net initialised with N(0, 0.02) weights sees
-  pre-BN variances near 1e-3, and after 52 steps at momentum 0.1 the running variance is still about 2x too
-  large, so in eval mode the neurons behind it go silent.
+  running statistics' initial values (mean 0, variance 1): the Spike-driven Transformer's N(0, 0.02) conv init
+  gives pre-BN variances near 2e-3, after 52 steps at momentum 0.1 the running variance is still 3.4x too
+  large (0.9^52 = 4e-3 of the initial 1 remains), and in eval mode the neurons behind it go nearly silent.
 """
 from __future__ import annotations
 

@@ -95,3 +95,19 @@ def test_malformed_trigger_option(run):
 def test_report_needs_records(run, tmp_path):
     result = run("report", "--out", str(tmp_path))
     assert result.exit_code != 0 and "no records.jsonl" in result.output
+
+
+def test_model_recipe_sets_the_default_lr_and_an_explicit_lr_wins(tmp_path):
+    from snnsec.experiment import AttackConfig, Workspace, prepare_attack
+    from snnsec.zoo import MODELS
+
+    workspace = Workspace(cache_dir=tmp_path / "cache", out_dir=tmp_path / "out")
+    base = dict(model="spikformer", model_config="tiny", frames=4, size=16)
+    recipe = MODELS.get("spikformer").recipe_for("tiny")
+    by_recipe = prepare_attack(AttackConfig(**base), workspace)
+    assert by_recipe.training.lr == recipe.lr == by_recipe.config.lr  # recorded as resolved
+    assert by_recipe.training.warmup_steps == recipe.warmup_steps
+    explicit = prepare_attack(AttackConfig(**base, lr=1e-4), workspace)
+    assert explicit.training.lr == 1e-4 and explicit.training.warmup_steps == recipe.warmup_steps
+    plain = prepare_attack(AttackConfig(model="spiking-cnn", model_config="tiny", frames=4, size=16), workspace)
+    assert plain.training.lr == 2e-3 and plain.training.warmup_steps == 0

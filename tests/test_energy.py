@@ -9,6 +9,7 @@ from torch import nn
 from snnsec.classifier import Classifier
 from snnsec.energy import E_AC_PJ, E_MAC_PJ, measure_energy
 from snnsec.zoo.base import InputSpec, create_model
+from snnsec.zoo.transformer_parts import ActivationProduct
 
 B, T = 2, 3
 
@@ -168,3 +169,103 @@ def test_zoo_models(model, config, layers):
     assert report.ann_macs == sum(r.macs for r in report.layers)
     assert 0 < report.energy_mj and 0 < report.ann_energy_mj
     json.dumps(report.to_dict())
+
+
+# ----------------------------------------------------------------------------------- activation products
+
+
+class ProductNet(nn.Module):
+    """x -> Linear (identity weights) = h -> IF = s; then h h^T (no spike operand), (h h^T) s (spikes on the right)
+    and s * s (element-wise, spikes on the left). With x in {0, 0.25, 2} over T=2 steps, s = (x == 2) exactly."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.fc = layer.Linear(4, 4, bias=False, step_mode="m")
+        self.sn = neuron.IFNode(step_mode="m")
+        self.gram = ActivationProduct("matmul")
+        self.select = ActivationProduct("matmul")
+        self.mask = ActivationProduct("mul")
+        with torch.no_grad():
+            self.fc.weight.copy_(torch.eye(4))
+
+    def forward(self, x):  # [T, B, 1, 4, 4]
+        h = self.fc(x)
+        s = self.sn(h)
+        return (self.select(self.gram(h, h.transpose(-2, -1)), s) + self.mask(s, s)).flatten(2)
+
+
+def test_activation_products_are_priced_by_their_spike_operand():
+    g = torch.Generator().manual_seed(0)
+    x = torch.tensor([0.0, 0.25, 2.0])[torch.randint(0, 3, (B, 2, 1, 4, 4), generator=g)]
+    report = _measure(ProductNet(), x)
+    rows = {row.name: row for row in report.layers}
+    assert list(rows) == ["fc", "gram", "select", "mask"]
+    assert [rows[n].kind for n in rows] == ["Linear", "MatMul", "MatMul", "Mul"]
+    # per sample and step: h h^T and (h h^T) s are 4 x 4 outputs of length-4 dot products; s * s is 16 products
+    assert [rows[n].macs for n in rows] == [64, 64, 64, 16]
+    spike_rate = float((x == 2).float().mean())
+    gram = rows["gram"]
+    assert not gram.binary_input and gram.priced_as == "MAC" and gram.sops == 2 * 64
+    assert gram.energy_pj == pytest.approx(2 * 64 * E_MAC_PJ)
+    select = rows["select"]  # integer scores on the left, spikes on the right: each spike selects a score
+    assert select.binary_input and select.priced_as == "AC"
+    assert select.input_rate == pytest.approx(spike_rate)
+    assert select.sops == pytest.approx(spike_rate * 2 * 64)
+    assert rows["mask"].priced_as == "AC" and rows["mask"].sops == pytest.approx(spike_rate * 2 * 16)
+    assert report.dense_macs == report.ann_macs == 64 * 3 + 16
+    assert report.mac_ops == 2 * 64 + 2 * 64  # fc reads h's real values, and the gram matrix
+    assert report.sops == pytest.approx(spike_rate * 2 * (64 + 16))
+
+
+def test_activation_product_leaves_the_operator_unchanged():
+    a, b = torch.rand(2, 3, 5, 4), torch.rand(2, 3, 4, 6)
+    assert torch.equal(ActivationProduct("matmul")(a, b), a @ b)
+    assert torch.equal(ActivationProduct("mul")(a, a), a * a)
+    assert not list(ActivationProduct("mul").state_dict())
+    with pytest.raises(ValueError, match="op must be"):
+        ActivationProduct("einsum")
+
+
+#: Per transformer: its attention products, the LIF whose spikes each is priced by, and its dense MACs per
+#: sample and step in tokens N and width C (any split into heads gives the same count).
+ATTENTION = {
+    "spikformer": {"qk": ("q_lif", lambda n, c: n * n * c), "qkv": ("v_lif", lambda n, c: n * n * c)},
+    "spikingformer": {"qk": ("q_lif", lambda n, c: n * n * c), "qkv": ("v_lif", lambda n, c: n * n * c)},
+    "spike-driven-transformer": {"kv": ("k_lif", lambda n, c: n * c), "qkv": ("q_lif", lambda n, c: n * c)},
+}
+
+
+@pytest.mark.parametrize("model", sorted(ATTENTION))
+def test_transformer_attention_products_match_a_hand_count(model):
+    from snnsec.zoo.base import MODELS
+    from snnsec.zoo.transformer_parts import token_grid
+
+    torch.manual_seed(0)
+    spec = InputSpec(frames=3, channels=2, height=34, width=34, num_classes=10)
+    config = MODELS.get(model).configs["tiny"]
+    net = create_model(model, spec, "tiny").train()  # BN on batch statistics: every layer fires at init
+    clf = Classifier(net)
+    x = torch.randint(0, 3, (2, 3, 2, 34, 34), generator=torch.Generator().manual_seed(0)).float()
+    scores = []  # Q K^T of Spikformer / Spikingformer: integer-valued, so (Q K^T) V is priced by V's spikes
+    if model != "spike-driven-transformer":
+        net.block[0].attn.qk.register_forward_hook(lambda _m, _args, out: scores.append(out))
+    report = measure_energy(net, lambda: clf.logits(x))
+
+    grid = token_grid(34, 34, config.pooling)
+    tokens, width = grid[0] * grid[1], config.embed_dim
+    rows = {row.name: row for row in report.layers}
+    rates = {n.name: n.firing_rate for n in report.neurons}
+    for product, (lif_name, macs) in ATTENTION[model].items():
+        row = rows[f"block.0.attn.{product}"]
+        rate = rates[f"block.0.attn.{lif_name}"]
+        assert row.macs == macs(tokens, width), product
+        assert row.priced_as == "AC" and row.binary_input
+        assert 0 < rate < 1 and row.input_rate == pytest.approx(rate), product
+        assert row.sops == pytest.approx(rate * 3 * row.macs)
+        assert row.energy_pj == pytest.approx(row.sops * E_AC_PJ)
+    if scores:
+        assert (scores[0] > 1).any()  # not binary: the event operand of (Q K^T) V is V
+    names = [row.name for row in report.layers]  # in forward order, between the value conv and the projection
+    assert names.index("block.0.attn.v_conv") < names.index("block.0.attn.qkv") < names.index("block.0.attn.proj_conv")
+    assert report.dense_macs == sum(row.macs for row in report.layers)
+    assert report.sops == pytest.approx(sum(row.sops for row in report.layers if row.priced_as == "AC"))

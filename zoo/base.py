@@ -35,6 +35,24 @@ EMBEDDED_INPUT = InputSpec(frames=10, channels=2, height=34, width=34, num_class
 
 
 @dataclass(frozen=True)
+class TrainRecipe:
+    """How a named config must be trained from scratch where the CLI defaults fail it; each field replaces the
+    :class:`snnsec.training.TrainConfig` field of the same name (``TrainConfig.with_recipe``). The budget
+    (epochs, batch size) stays the caller's."""
+
+    lr: float
+    weight_decay: float = 1e-2
+    warmup_steps: int = 0  # linear warm-up steps before the cosine decay
+    bn_recalibration_batches: int = 0  # batches to re-estimate BatchNorm statistics on after training
+
+    def __post_init__(self) -> None:
+        if not self.lr > 0:
+            raise ConfigError(f"recipe learning rate must be > 0, got {self.lr}")
+        if self.weight_decay < 0 or self.warmup_steps < 0 or self.bn_recalibration_batches < 0:
+            raise ConfigError(f"recipe weight decay, warm-up and BN batches must be >= 0, got {self}")
+
+
+@dataclass(frozen=True)
 class ModelEntry:
     """A registry entry: named configurations and a builder.
 
@@ -55,6 +73,17 @@ class ModelEntry:
     reference_accuracy: Mapping[str, float] = field(default_factory=dict)
     #: The input each named config was designed for (parameter counts depend on it); default EMBEDDED_INPUT.
     config_inputs: Mapping[str, InputSpec] = field(default_factory=dict)
+    #: Training recipes by config name, for configs that need one (see :class:`TrainRecipe`); others: none.
+    recipes: Mapping[str, TrainRecipe] = field(default_factory=dict)
+
+    def __post_init__(self) -> None:
+        unknown = sorted(set(self.recipes) - set(self.configs))
+        if unknown:
+            raise ConfigError(f"model {self.name!r} has recipes for unknown config(s) {unknown}")
+
+    def recipe_for(self, config_name: str) -> TrainRecipe | None:
+        """The training recipe of config ``config_name``, or ``None`` where the defaults serve."""
+        return self.recipes.get(config_name)
 
     def input_for(self, config_name: str) -> InputSpec:
         return self.config_inputs.get(config_name, EMBEDDED_INPUT)
@@ -90,6 +119,7 @@ def describe(name: str, config_name: str) -> dict[str, Any]:
     spec = entry.input_for(config_name)
     config = entry.resolve_config(config_name, spec)
     net = entry.build(config, spec)
+    recipe = entry.recipe_for(config_name)
     return {
         "model": name,
         "config": config_name,
@@ -101,4 +131,5 @@ def describe(name: str, config_name: str) -> dict[str, Any]:
         "description": entry.description,
         "reference": entry.reference,
         "reference_accuracy": dict(entry.reference_accuracy),
+        "recipe": asdict(recipe) if recipe else None,
     }

@@ -14,7 +14,9 @@ spike-for-spike against the golden reference output (``tests/test_zoo_transforme
 Changes: the token grid follows the input size (the reference's reshapes already do); the head is applied per
 time step and its per-step logits are returned (the reference averages them unless ``TET``, and the Classifier
 averages them here: identical). Left out, as never called and holding no tensors: ``patch_embed.rpe_lif``,
-the attention's ``attn_lif``, and the ``DropPath`` the blocks build but never apply.
+the attention's ``attn_lif``, and the ``DropPath`` the blocks build but never apply. SDSA's K * V and Q * KV go
+through the tensor-free ``ActivationProduct`` modules ``kv`` and ``qkv`` (the same operators) so that
+``snnsec.energy`` sees them.
 """
 from __future__ import annotations
 
@@ -22,9 +24,10 @@ from dataclasses import dataclass
 
 from torch import Tensor, nn
 
-from snnsec.zoo.base import DVS128_INPUT, MODELS, InputSpec, ModelEntry
+from snnsec.zoo.base import DVS128_INPUT, MODELS, InputSpec, ModelEntry, TrainRecipe
 from snnsec.zoo.neurons import lif
 from snnsec.zoo.transformer_parts import (
+    ActivationProduct,
     add_sps_stages,
     TokenMean,
     check_transformer_config,
@@ -60,8 +63,9 @@ CONFIGS = {
     "cifar10dvs-2-256": SpikeDrivenTransformerConfig(pooling="0011", dvs_mode=True),
     # The golden reference's small variant: the Gesture net at dim 64, 4 heads, depth 1.
     "small": SpikeDrivenTransformerConfig(embed_dim=64, depth=1, heads=4),
-    # For CPUs and unit tests (34x34 -> 9x9 tokens).
-    "tiny": SpikeDrivenTransformerConfig(embed_dim=32, depth=1, heads=2, pooling="0011"),
+    # For CPUs and unit tests: the small net, i.e. the Gesture net's pooling (34x34 -> 5x5 tokens) at dim 64 and
+    # depth 1; see transformer_parts.
+    "tiny": SpikeDrivenTransformerConfig(embed_dim=64, depth=1, heads=4),
 }
 
 
@@ -116,6 +120,8 @@ class MS_SSA_Conv(nn.Module):
         self.proj_conv = nn.Conv2d(dim, dim, kernel_size=1, stride=1)
         self.proj_bn = nn.BatchNorm2d(dim)
         self.shortcut_lif = lif(tau=config.tau)
+        self.kv = ActivationProduct("mul")  # K * V, summed over tokens: no tensors, a hook point for the energy
+        self.qkv = ActivationProduct("mul")  # Q * LIF(sum(K * V))
 
     def _erode(self, x: Tensor) -> Tensor:
         return self.pool(x) if self.dvs else x
@@ -125,8 +131,8 @@ class MS_SSA_Conv(nn.Module):
         q = split_heads(self.q_lif(per_frame(s, self.q_conv, self.q_bn)).flatten(3), self.heads)
         k = split_heads(self._erode(self.k_lif(per_frame(s, self.k_conv, self.k_bn))).flatten(3), self.heads)
         v = split_heads(self._erode(self.v_lif(per_frame(s, self.v_conv, self.v_bn))).flatten(3), self.heads)
-        kv = self.talking_heads_lif(self._erode(k * v).sum(dim=-2, keepdim=True))  # [T, B, heads, 1, C/heads]
-        y = merge_heads(self._erode(q * kv)).reshape(x.shape)
+        kv = self.talking_heads_lif(self._erode(self.kv(k, v)).sum(dim=-2, keepdim=True))  # [T, B, heads, 1, C/heads]
+        y = merge_heads(self._erode(self.qkv(q, kv))).reshape(x.shape)
         return x + per_frame(y, self.proj_conv, self.proj_bn)
 
 
@@ -206,5 +212,9 @@ MODELS.add(
         reference_accuracy={"dvs128": 0.993, "cifar10-dvs": 0.800},
         config_inputs={"dvs-2-256": DVS128_INPUT, "small": DVS128_INPUT,
                        "cifar10dvs-2-256": InputSpec(16, 2, 64, 64, 10)},
+        # Its N(0, 0.02) conv init gives pre-BN variances near 2e-3 against BN's initial running variance of 1; after
+        # the test budget's 52 steps the running variance is still 3.4x too large, eval mode is nearly silent and
+        # test accuracy is at chance (8.5%), 73% once the statistics are re-estimated with the final weights.
+        recipes={"tiny": TrainRecipe(lr=3e-3, bn_recalibration_batches=8)},
     ),
 )

@@ -3,7 +3,20 @@
 The three reference repositories write every layer out by hand (``q_conv``, ``q_bn``, ``q_lif``, ...); the
 model files here keep those attribute names so that the references' ``state_dict`` keys are ours. What they
 share is only shape bookkeeping: applying a per-frame layer to a time-major tensor, splitting and merging
-attention heads, and the pooling schedule of the convolutional tokenizer.
+attention heads, the pooling schedule of the convolutional tokenizer, and :class:`ActivationProduct`, the hook
+point through which the energy estimate sees the attention's products of activations.
+
+Tiny configs (34x34 frames, for CPUs and tests; trained in ``tests/test_zoo_learns.py`` for 52 AdamW steps). The
+paper nets turn 128x128 into 8x8 (Spikformer, Spikingformer) or 16x16 (SDT) tokens of width 256, head width 16
+or 32. At width 32 (a 4-channel first tokenizer stage) and 9x9 tokens the three reached 8-14% test accuracy in
+that budget (chance 10%; 36-40% for Spikingformer and SDT with BN statistics re-estimated); at width 64, 35-74%.
+Spikformer and SDT now use the golden "small" widths (dim 64, 4 heads) with SDT's Gesture pooling "0111" (5x5
+tokens). Spikingformer keeps 9x9 tokens ("0110"; dim 56 for the time budget) because its attention has no
+softmax: (Q K^T) V grows with the number of tokens, and with 25 its threshold-0.5 LIF fired at a rate of 3e-4 at
+initialisation (1.2e-2 with 81 tokens, near the reference's 64). Spikformer's attention is as quiet at 25 tokens
+but learns to fire (5% after training), while 81 tokens cost it accuracy (38-41% on two seeds against 53-67% on
+three), likely because its head reads spike counts, which the last max-pool makes denser. The registry entries
+carry the learning rates and BatchNorm handling these configs need (``TrainRecipe``).
 """
 from __future__ import annotations
 
@@ -71,6 +84,35 @@ def merge_heads(x: Tensor) -> Tensor:
     """Inverse of :func:`split_heads`: ``[T, B, heads, N, d]`` -> ``[T, B, heads * d, N]``."""
     time, batch, heads, n, d = x.shape
     return x.transpose(3, 4).reshape(time, batch, heads * d, n)
+
+
+class ActivationProduct(nn.Module):
+    """A product of two activation tensors inside an attention, with no weights: ``a @ b`` (``op="matmul"``, e.g.
+    Q K^T) or the element-wise ``a * b`` (``op="mul"``, broadcasting, e.g. SDSA's K * V and Q * KV).
+
+    It computes exactly the bare operator and holds no tensors (state dicts and outputs are unchanged); it is a
+    module so that forward hooks see both operands: :mod:`snnsec.energy` prices it like a synaptic layer whose
+    input is ``a`` (or ``b`` where only ``b`` is spikes), with :meth:`macs` dense multiply-accumulates.
+    """
+
+    OPS = ("matmul", "mul")
+
+    def __init__(self, op: str) -> None:
+        super().__init__()
+        if op not in self.OPS:
+            raise ValueError(f"op must be one of {self.OPS}, got {op!r}")
+        self.op = op
+
+    def forward(self, a: Tensor, b: Tensor) -> Tensor:
+        return a @ b if self.op == "matmul" else a * b
+
+    def macs(self, a: Tensor, b: Tensor, out: Tensor) -> int:
+        """Scalar multiplications of one call (each with its accumulation): ``out.numel() x`` the contracted
+        length for ``matmul``, ``out.numel()`` for ``mul`` (whose products are summed or masked afterwards)."""
+        return out.numel() * (a.shape[-1] if self.op == "matmul" else 1)
+
+    def extra_repr(self) -> str:
+        return self.op
 
 
 class TokenMean(nn.Module):
