@@ -6,6 +6,7 @@ import os
 from pathlib import Path
 from typing import Any
 
+import torch
 from safetensors.torch import load_file, save_file
 from torch import nn
 
@@ -29,3 +30,18 @@ def load_model(path: Path, net: nn.Module) -> nn.Module:
 
 def read_card(path: Path) -> dict[str, Any]:
     return json.loads(path.with_suffix(".json").read_text())
+
+
+def save_training_state(path: Path, state: dict[str, Any]) -> None:
+    """Write a resumable training state (tensors, numbers, lists and dicts only) atomically."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_suffix(f".tmp{os.getpid()}")
+    torch.save(state, tmp)
+    os.replace(tmp, path)
+
+
+def load_training_state(path: Path) -> dict[str, Any] | None:
+    """The state saved by :func:`save_training_state`, loaded with ``weights_only=True``; None if absent."""
+    if not path.exists():
+        return None
+    return torch.load(path, map_location="cpu", weights_only=True)

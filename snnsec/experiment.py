@@ -388,7 +388,10 @@ def _trained(build, dataset, training: TrainConfig, identity: dict, workspace: W
         load_model(path, classifier.net)
         classifier.net.eval()
         return classifier
-    history = train(classifier, dataset, training, label=f"training {label}")
+    partial = path.with_name(f"{path.stem}.partial.pt")
+    if partial.exists():
+        log(f"{label}: resuming from the last finished epoch ({partial})")
+    history = train(classifier, dataset, training, label=f"training {label}", checkpoint=partial)
     save_model(path, classifier.net, {**identity, "loss_per_epoch": history})
     return classifier
 

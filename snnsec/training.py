@@ -16,6 +16,7 @@ from __future__ import annotations
 
 from dataclasses import asdict, dataclass, replace
 from math import cos, pi
+from pathlib import Path
 from typing import TYPE_CHECKING
 
 import numpy as np
@@ -23,6 +24,7 @@ import torch
 from torch import nn
 from torch.utils.data import DataLoader, Dataset
 
+from snnsec.artifacts import load_training_state, save_training_state
 from snnsec.classifier import Classifier
 from snnsec.errors import ConfigError
 from snnsec.progress import progress_bar
@@ -70,23 +72,37 @@ def seed_everything(seed: int) -> None:
     np.random.seed(seed % 2**32)
 
 
-def train(classifier: Classifier, dataset: Dataset, config: TrainConfig, label: str = "train") -> list[float]:
-    """Train in place; returns the mean training loss of each epoch."""
+def train(classifier: Classifier, dataset: Dataset, config: TrainConfig, label: str = "train",
+          checkpoint: Path | None = None) -> list[float]:
+    """Train in place; returns the mean training loss of each epoch.
+
+    With ``checkpoint``, the full training state (weights, optimizer, schedule, RNG states) is saved there
+    after every epoch and a run that finds one resumes after its last epoch, with the same numbers an
+    uninterrupted run gives; the file is removed when training ends.
+    """
     seed_everything(config.seed)
     device = classifier.device
-    loader = DataLoader(
-        dataset, batch_size=config.batch_size, shuffle=True, drop_last=False,
-        generator=torch.Generator().manual_seed(config.seed),
-    )
+    shuffle = torch.Generator().manual_seed(config.seed)
+    loader = DataLoader(dataset, batch_size=config.batch_size, shuffle=True, drop_last=False, generator=shuffle)
     params = [p for p in classifier.net.parameters() if p.requires_grad]
     optim_cls = torch.optim.AdamW if config.optimizer == "adamw" else torch.optim.Adam
     optimizer = optim_cls(params, lr=config.lr, weight_decay=config.weight_decay)
     scheduler = _schedule(optimizer, config.epochs * len(loader), config.warmup_steps)
     loss_fn = nn.CrossEntropyLoss()
     history: list[float] = []
+    saved = load_training_state(checkpoint) if checkpoint is not None else None
+    if saved is not None:
+        classifier.net.load_state_dict(saved["model"])
+        optimizer.load_state_dict(saved["optimizer"])
+        scheduler.load_state_dict(saved["scheduler"])
+        shuffle.set_state(saved["shuffle_rng"])
+        torch.set_rng_state(saved["torch_rng"])
+        history = list(saved["history"])
     classifier.net.train()
     with progress_bar(label, total=config.epochs * len(loader)) as advance:
-        for epoch in range(config.epochs):
+        if history:
+            advance(len(history) * len(loader), epoch=len(history), loss=history[-1])
+        for epoch in range(len(history), config.epochs):
             total, count = 0.0, 0
             for frames, labels in loader:
                 frames, labels = frames.to(device, non_blocking=True), labels.to(device, non_blocking=True)
@@ -99,9 +115,16 @@ def train(classifier: Classifier, dataset: Dataset, config: TrainConfig, label: 
                 count += len(labels)
                 advance(epoch=epoch + 1, loss=total / count)
             history.append(total / count)
+            if checkpoint is not None and epoch + 1 < config.epochs:
+                save_training_state(checkpoint, {
+                    "model": classifier.net.state_dict(), "optimizer": optimizer.state_dict(),
+                    "scheduler": scheduler.state_dict(), "shuffle_rng": shuffle.get_state(),
+                    "torch_rng": torch.get_rng_state(), "history": history})
     if config.bn_recalibration_batches:
         recalibrate_batchnorm(classifier, loader, config.bn_recalibration_batches)
     classifier.net.eval()
+    if checkpoint is not None:
+        checkpoint.unlink(missing_ok=True)
     return history
 
 
