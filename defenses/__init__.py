@@ -10,6 +10,7 @@ from snnsec.defenses import (  # noqa: E402,F401
     neural_cleanse,
     pruning,
     spectral_signatures,
+    stream_purification,
     strip,
     tmpbd,
     unlearning,

@@ -48,6 +48,8 @@ class DefenseContext:
     training: TrainConfig  # the recipe the model was trained with, for retraining and fine-tuning
     build: Callable[[], Classifier]  # a fresh, untrained model of the same architecture
     seed: int = 0
+    raw_train: Any = None  # raw events of the training set (clean_reserve.rows index it), when available
+    framing: Any = None  # how events become frames (FramingConfig)
 
 
 @dataclass
@@ -161,17 +163,8 @@ class InputFilter(Defense):
     def defend(self, ctx: DefenseContext, truth: GroundTruth) -> DefenseResult:
         score = self.scorer(ctx)
         reserve = np.concatenate([score(x) for x, _ in batches(ctx.clean_reserve)])
-        threshold = float(np.quantile(reserve, 1.0 - self.false_rejection))
         clean, triggered = self._guarded(ctx, score, truth.test_set), self._guarded(ctx, score, truth.triggered_test)
-        is_triggered = np.r_[np.zeros(len(clean["scores"]), bool), np.ones(len(triggered["scores"]), bool)]
-        scores = np.concatenate([clean["scores"], triggered["scores"]])
-        found = detection(scores, is_triggered, scores > threshold)
-
-        def hits(part: dict[str, np.ndarray]) -> float:
-            correct = part["predicted"] == part["labels"]
-            return float((correct & (part["scores"] <= threshold) if self.rejects else correct).mean())
-
-        return DefenseResult(hits(clean), hits(triggered), found, {"threshold": threshold, "rejects": self.rejects})
+        return judge_inputs(reserve, clean, triggered, self.false_rejection, self.rejects)
 
     def _guarded(self, ctx: DefenseContext, score: Callable[[Tensor], np.ndarray], dataset: Dataset):
         scores, predicted, labels = [], [], []
@@ -181,6 +174,23 @@ class InputFilter(Defense):
             labels.append(y.numpy())
         return {"scores": np.concatenate(scores), "predicted": np.concatenate(predicted),
                 "labels": np.concatenate(labels)}
+
+
+def judge_inputs(reserve_scores: np.ndarray, clean: dict[str, np.ndarray], triggered: dict[str, np.ndarray],
+                 false_rejection: float, rejects: bool) -> DefenseResult:
+    """Score an input filter: the threshold is the clean reserve's ``1 - false_rejection`` quantile; ``clean``
+    and ``triggered`` hold per-input ``scores``, ``predicted`` and ``labels``. Rejected inputs count as
+    neither correct nor attacked."""
+    threshold = float(np.quantile(reserve_scores, 1.0 - false_rejection))
+    is_triggered = np.r_[np.zeros(len(clean["scores"]), bool), np.ones(len(triggered["scores"]), bool)]
+    scores = np.concatenate([clean["scores"], triggered["scores"]])
+    found = detection(scores, is_triggered, scores > threshold)
+
+    def hits(part: dict[str, np.ndarray]) -> float:
+        correct = part["predicted"] == part["labels"]
+        return float((correct & (part["scores"] <= threshold) if rejects else correct).mean())
+
+    return DefenseResult(hits(clean), hits(triggered), found, {"threshold": threshold, "rejects": rejects})
 
 
 @dataclass(frozen=True)
@@ -290,5 +300,5 @@ def frozen(model: Classifier) -> Iterator[None]:
 
 
 __all__ = ["DEFENSES", "FAMILIES", "Defense", "DefenseContext", "DefenseResult", "GroundTruth", "InputFilter",
-           "ModelInspector", "ModelRepair", "TrainingDataFilter", "batches", "create_defense", "features",
+           "ModelInspector", "ModelRepair", "TrainingDataFilter", "batches", "judge_inputs", "create_defense", "features",
            "fine_tune", "frozen", "labels_of", "require", "require_fraction"]

@@ -98,7 +98,8 @@ def run_defense(config: DefenseConfig, attack: AttackConfig, workspace: Workspac
     reserve_rows = np.sort(rng.choice(len(setup.train_set), max(1, round(config.reserve_rate * len(setup.train_set))),
                                       replace=False))
     ctx = DefenseContext(model=model, train_set=setup.poisoned_train, clean_reserve=setup.train_set.subset(reserve_rows),
-                         num_classes=setup.num_classes, training=setup.training, build=setup.build, seed=config.seed)
+                         num_classes=setup.num_classes, training=setup.training, build=setup.build, seed=config.seed,
+                         raw_train=setup.raw_train, framing=setup.framing)
     log(f"defense {defense.name} ({defense.family}) against attack run {attack_run_id}")
     clock = time.perf_counter()
     result = defense.defend(ctx, truth)

@@ -153,6 +153,8 @@ class AttackSetup:
     training: TrainConfig
     model_identity: dict[str, Any]
     device: torch.device
+    raw_train: Any = None  # the raw event datasets the frames were made from
+    raw_test: Any = None
 
     @property
     def num_classes(self) -> int:
@@ -206,7 +208,7 @@ def prepare_attack(config: AttackConfig, workspace: Workspace = Workspace()) -> 
     model_identity = {"data": data_key, "model": config.model, "model_config": asdict(model_config),
                       "training": asdict(training)}
     return AttackSetup(config, framing, train_set, test_set, data_key, poison, trigger, poisoned_train,
-                       triggered_test, input_spec, model_config, training, model_identity, device)
+                       triggered_test, input_spec, model_config, training, model_identity, device, raw_train, raw_test)
 
 
 def _training(config: AttackConfig, recipe) -> TrainConfig:

@@ -46,8 +46,11 @@ def defend(attacked, name: str, *extra: str) -> dict:
     return invoke("defend", "--defense", name, "--attack-run", attack["run_id"][:8], *options, *extra, *where, "--json")
 
 
+FRAME_DEFENSES = [n for n in DEFENSES.names() if n != "stream-purification"]  # that one needs event triggers
+
+
 @pytest.mark.slow
-@pytest.mark.parametrize("name", DEFENSES.names())
+@pytest.mark.parametrize("name", FRAME_DEFENSES)
 def test_every_defense_runs_from_the_cli(attacked, name):
     record = defend(attacked, name)
     m = record["metrics"]
@@ -178,10 +181,30 @@ QUICK = {"abl": ["isolation_epochs=1", "unlearning_epochs=1", "retrain=false"], 
 
 
 @pytest.mark.slow
-@pytest.mark.parametrize("name", DEFENSES.names())
+@pytest.mark.parametrize("name", FRAME_DEFENSES)
 def test_every_defense_runs_against_a_moving_trigger(attacked_moving, name):
     where, attack = attacked_moving
     options = [arg for opt in QUICK.get(name, []) for arg in ("--defense-opt", opt)]
     record = invoke("defend", "--defense", name, "--attack-run", attack["run_id"], *options, *where, "--json")
     assert record["config"]["attack"]["trigger"] == "moving"
     assert 0.0 <= record["metrics"]["asr_after"] <= 1.0
+
+
+@pytest.mark.slow
+def test_stream_purification_filters_raw_events_of_event_triggers(tmp_path):
+    where = ["--out", str(tmp_path / "out"), "--cache-dir", str(tmp_path / "cache")]
+    attack = ["--injection", "event", "--model-config", "tiny", "--frames", "4", "--size", "16", "--epochs", "1",
+              "--trigger-size", "0.25"]
+    record = invoke("defend", "--defense", "stream-purification", *attack, *where, "--json")
+    m = record["metrics"]
+    assert record["config"]["attack"]["injection"] == "event" and not m["details"]["rejects"]
+    assert 0 <= m["auroc"] <= 1 and 0 <= m["asr_after"] <= 1
+    assert m["detection"]["positives"] > 0 and m["detection"]["negatives"] > 0
+
+
+@pytest.mark.slow
+def test_stream_purification_refuses_frame_triggers(attacked):
+    where, attack = attacked
+    result = CliRunner().invoke(cli, ["defend", "--defense", "stream-purification", "--attack-run", attack["run_id"],
+                                      *where])
+    assert result.exit_code != 0 and "needs an attack whose trigger is in it (--injection event)" in result.output
