@@ -12,6 +12,11 @@ Families (after TrojanZoo's abstract defenses):
   ``1 - false_rejection`` quantile; flagged inputs are rejected.
 - :class:`ModelInspector` scores every class of the model (is it a backdoor target?).
 - :class:`ModelRepair` returns a repaired model.
+
+Why not ART's implementations: its ``ActivationDefence`` and ``SpectralSignatureDefense`` read the last
+top-level layer only (here the feature layer is explicit: spiking firing rates), its ``NeuralCleanse`` is
+Keras-only, and its STRIP blends images additively, which gives non-event frames (here overlays are event
+unions). Each is short enough to write against the event domain directly.
 """
 from __future__ import annotations
 
