@@ -2,6 +2,7 @@
 from functools import partial
 
 import pytest
+import torch
 
 from snnsec.attacks.poisoning import FrameDataset
 from snnsec.datasets import DATASETS
@@ -19,3 +20,12 @@ def digits_frames(tmp_path_factory):
         arrays = frame_dataset(spec.load(split, None), split, framing, cache)
         sets.append(FrameDataset(arrays.counts, arrays.labels, partial(encode, encoding="binary")))
     return tuple(sets)
+
+
+@pytest.fixture
+def one_thread():
+    """One intra-op thread: many small ops run faster so, and a shared CPU does not stall OpenMP barriers."""
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)

@@ -40,10 +40,17 @@ def attacked(tmp_path_factory):
     return where, record
 
 
+_RUNS: dict[tuple[str, ...], dict] = {}
+
+
 def defend(attacked, name: str, *extra: str) -> dict:
+    """The record of one defense run against ``attacked``; identical requests are run once per session."""
     where, attack = attacked
     options = [arg for opt in FAST.get(name, []) for arg in ("--defense-opt", opt)]
-    return invoke("defend", "--defense", name, "--attack-run", attack["run_id"][:8], *options, *extra, *where, "--json")
+    args = ("defend", "--defense", name, "--attack-run", attack["run_id"][:8], *options, *extra, *where, "--json")
+    if args not in _RUNS:
+        _RUNS[args] = invoke(*args)
+    return _RUNS[args]
 
 
 FRAME_DEFENSES = [n for n in DEFENSES.names() if n != "stream-purification"]  # that one needs event triggers

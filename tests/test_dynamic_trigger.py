@@ -20,12 +20,7 @@ from snnsec.zoo import InputSpec, create_model
 T, P, H, W, K = 4, 2, 16, 16, 3
 
 
-@pytest.fixture(autouse=True)
-def one_thread():
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 def toy(n: int, seed: int) -> FrameDataset:

@@ -12,13 +12,7 @@ from snnsec.zoo import MODELS, InputSpec
 BUDGET = TrainConfig(epochs=4, batch_size=32, lr=3e-3, seed=0)
 
 
-@pytest.fixture(autouse=True)
-def one_thread():
-    """One intra-op thread: these many small ops run faster so on a shared CPU (see test_zoo_transformers)."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 @pytest.mark.parametrize("name", MODELS.names())

@@ -30,14 +30,7 @@ NAMES = sorted(MODULES)
 GOLDEN = {"spikingformer": "spikingformer_small", "spike-driven-transformer": "sdt_small", "spikformer": "spikformer_small"}
 
 
-@pytest.fixture(autouse=True)
-def one_thread():
-    """One intra-op thread: the golden protocol, and on a shared 2-core machine OpenMP's second thread spins at
-    every barrier of these many small ops (a training step of the tiny configs went from 0.2 s to 8 s)."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 def golden_dir() -> Path:
