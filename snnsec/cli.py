@@ -196,8 +196,9 @@ def sweep(spec: Path, **options) -> None:
     options["out"] = options["out"] or Path("reports") / loaded.get("name", spec.stem)
     workspace = _workspace(options)
     records = run_sweep(loaded, workspace)
+    tables = [workspace.out_dir / "attack_results.md", workspace.out_dir / "defense_results.md"]
     click.echo(f"{sum(r is not None for r in records)} new run(s), {sum(r is None for r in records)} skipped; "
-               f"tables: {workspace.out_dir / 'attack_results.md'}, {workspace.out_dir / 'defense_results.md'}")
+               f"tables: {', '.join(str(p) for p in tables if p.exists())}")
 
 
 @cli.command()

@@ -184,7 +184,7 @@ def test_inside_zoo_model(model):
     fired = []
     for m in fused_net.modules():
         if isinstance(m, FusedLIFNode):
-            m.register_forward_hook(lambda _m, _i, out: fired.append(float(out.sum())))
+            m.register_forward_hook(lambda _m, _i, out: fired.append(float(out.detach().sum())))
     for candidate in (net, fused_net):
         clf = Classifier(candidate)
         xr = x.clone().requires_grad_(True)
