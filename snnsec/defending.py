@@ -23,6 +23,7 @@ from snnsec.experiment import (
     prepare_attack,
     run_attack,
 )
+from snnsec.plots import plot_defenses
 from snnsec.progress import log
 from snnsec.records import Column, RunRecord, append_record, config_hash, load_records, write_tables
 
@@ -139,14 +140,15 @@ def defense_request_id(config: DefenseConfig, attack: AttackConfig) -> str:
 
 
 def write_defense_tables(out_dir: Path) -> list[Path]:
-    """Regenerate ``defense_results.{md,csv,tex}`` in ``out_dir`` from its ``records.jsonl`` (nothing
+    """Regenerate ``defense_results.{md,csv,tex,png}`` in ``out_dir`` from its ``records.jsonl`` (nothing
     when it holds no defense run)."""
     records = load_records(out_dir / "records.jsonl", "defense")
     if not records:
         return []
-    return write_tables(records, DEFENSE_COLUMNS, out_dir, "defense_results",
-                        "Backdoor defenses: CA and ASR before and after, DER, detection AUROC/TPR/FPR "
-                        "(scores: higher = more suspicious)")
+    tables = write_tables(records, DEFENSE_COLUMNS, out_dir, "defense_results",
+                          "Backdoor defenses: CA and ASR before and after, DER, detection AUROC/TPR/FPR "
+                          "(scores: higher = more suspicious)")
+    return [*tables, plot_defenses(records, out_dir / "defense_results.png")]
 
 
 def describe_defenses() -> list[dict[str, str]]:

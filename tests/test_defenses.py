@@ -139,6 +139,7 @@ def test_defense_table_is_written(attacked):
     defend(attacked, "pruning")
     table = (Path(attacked[0][1]) / "defense_results.md").read_text()
     assert re.search(r"\| pruning +\|", table) and "DER" in table and "AUROC" in table
+    assert (Path(attacked[0][1]) / "defense_results.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
 
 
 def test_list_defenses_shows_every_family():
