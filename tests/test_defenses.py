@@ -216,3 +216,14 @@ def test_stream_purification_refuses_frame_triggers(attacked):
     result = CliRunner().invoke(cli, ["defend", "--defense", "stream-purification", "--attack-run", attack["run_id"],
                                       *where])
     assert result.exit_code != 0 and "needs an attack whose trigger is in it (--injection event)" in result.output
+
+
+@pytest.mark.slow
+def test_same_seed_same_numbers(attacked):
+    where, attack = attacked
+    args = ("defend", "--defense", "strip", "--defense-opt", "overlays=3", "--attack-run", attack["run_id"], *where,
+            "--json")
+    first, second = invoke(*args), invoke(*args)
+    assert first["run_id"] == second["run_id"]
+    for key in ("ca_after", "asr_after", "auroc", "tpr", "fpr", "details"):
+        assert first["metrics"][key] == second["metrics"][key]
