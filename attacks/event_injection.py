@@ -369,6 +369,11 @@ class EventPoisonedFrames(Dataset):
     def __len__(self) -> int:
         return len(self.base)
 
+    @property
+    def labels(self) -> np.ndarray:
+        """Every sample's label as served (the attacker's label where triggered), without reading frames."""
+        return np.array([self._new_label.get(i, label) for i, label in enumerate(self.base.labels.tolist())])
+
     def triggered_counts(self, index: int) -> np.ndarray:
         """int16 counts ``[T, P, H, W]`` of sample ``index`` with the trigger injected."""
         if self._cache is not None and index in self._cache:

@@ -15,7 +15,7 @@ from sklearn.cluster import KMeans
 from sklearn.decomposition import PCA
 from sklearn.metrics import silhouette_score
 
-from snnsec.defenses.base import DEFENSES, DefenseContext, TrainingDataFilter, features, labels_of, require
+from snnsec.defenses.base import DEFENSES, DefenseContext, TrainingDataFilter, features, require
 
 
 @DEFENSES.register("activation-clustering")
@@ -31,7 +31,7 @@ class ActivationClustering(TrainingDataFilter):
         require(self.components >= 1, f"components must be >= 1, got {self.components}")
 
     def score_samples(self, ctx: DefenseContext) -> np.ndarray:
-        feats, labels = features(ctx.model, ctx.train_set), labels_of(ctx.train_set)
+        feats, labels = features(ctx.model, ctx.train_set)
         scores = np.zeros(len(labels))
         for label in np.unique(labels):
             rows = np.flatnonzero(labels == label)

@@ -172,13 +172,19 @@ class InputFilter(Defense):
         return judge_inputs(reserve, clean, triggered, self.false_rejection, self.rejects)
 
     def _guarded(self, ctx: DefenseContext, score: Callable[[Tensor], np.ndarray], dataset: Dataset):
-        scores, predicted, labels = [], [], []
-        for frames, y in batches(dataset):
-            scores.append(score(frames))
-            predicted.append(ctx.model.predict(self.purify(frames).to(ctx.model.device)).cpu().numpy())
-            labels.append(y.numpy())
-        return {"scores": np.concatenate(scores), "predicted": np.concatenate(predicted),
-                "labels": np.concatenate(labels)}
+        return judged(ctx, ((self.purify(x), y, score(x)) for x, y in batches(dataset)))
+
+
+def judged(ctx: DefenseContext, parts: Iterator[tuple[Tensor, Tensor, np.ndarray]]) -> dict[str, np.ndarray]:
+    """``scores``, model ``predicted`` classes and ``labels`` over batches of ``(frames shown to the model,
+    labels, suspicion scores)``."""
+    scores, predicted, labels = [], [], []
+    for frames, y, score in parts:
+        scores.append(np.asarray(score))
+        predicted.append(ctx.model.predict(frames.to(ctx.model.device)).cpu().numpy())
+        labels.append(np.asarray(y))
+    return {"scores": np.concatenate(scores), "predicted": np.concatenate(predicted),
+            "labels": np.concatenate(labels)}
 
 
 def judge_inputs(reserve_scores: np.ndarray, clean: dict[str, np.ndarray], triggered: dict[str, np.ndarray],
@@ -272,13 +278,14 @@ def batches(dataset: Dataset, batch_size: int = 128) -> Iterator[tuple[Tensor, T
     yield from DataLoader(dataset, batch_size=batch_size, shuffle=False)
 
 
-def features(model: Classifier, dataset: Dataset) -> np.ndarray:
-    """The model's feature-layer output (time-averaged, flattened) for every sample: ``[N, D]``."""
-    return np.concatenate([model.features(x.to(model.device)).cpu().numpy() for x, _ in batches(dataset)])
-
-
-def labels_of(dataset: Dataset) -> np.ndarray:
-    return np.concatenate([np.asarray(y) for _, y in batches(dataset, 512)])
+def features(model: Classifier, dataset: Dataset) -> tuple[np.ndarray, np.ndarray]:
+    """The model's feature-layer output (time-averaged, flattened) ``[N, D]`` and the labels ``[N]`` of every
+    sample, in one pass over ``dataset``."""
+    feats, labels = [], []
+    for x, y in batches(dataset):
+        feats.append(model.features(x.to(model.device)).cpu().numpy())
+        labels.append(np.asarray(y))
+    return np.concatenate(feats), np.concatenate(labels)
 
 
 def fine_tune(model: Classifier, dataset: Dataset, ctx: DefenseContext, epochs: int, lr: float, label: str) -> None:
@@ -306,4 +313,4 @@ def frozen(model: Classifier) -> Iterator[None]:
 
 __all__ = ["DEFENSES", "FAMILIES", "Defense", "DefenseContext", "DefenseResult", "GroundTruth", "InputFilter",
            "ModelInspector", "ModelRepair", "TrainingDataFilter", "batches", "judge_inputs", "create_defense", "features",
-           "fine_tune", "frozen", "labels_of", "require", "require_fraction"]
+           "fine_tune", "frozen", "judged", "require", "require_fraction"]

@@ -11,7 +11,7 @@ from typing import ClassVar
 
 import numpy as np
 
-from snnsec.defenses.base import DEFENSES, DefenseContext, TrainingDataFilter, features, labels_of
+from snnsec.defenses.base import DEFENSES, DefenseContext, TrainingDataFilter, features
 
 
 @DEFENSES.register("spectral-signatures")
@@ -21,7 +21,7 @@ class SpectralSignatures(TrainingDataFilter):
     summary: ClassVar[str] = "outliers along each label's top singular direction of feature-layer firing rates"
 
     def score_samples(self, ctx: DefenseContext) -> np.ndarray:
-        feats, labels = features(ctx.model, ctx.train_set), labels_of(ctx.train_set)
+        feats, labels = features(ctx.model, ctx.train_set)
         scores = np.zeros(len(labels))
         for label in np.unique(labels):
             rows = np.flatnonzero(labels == label)

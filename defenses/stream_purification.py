@@ -30,6 +30,7 @@ from snnsec.defenses.base import (
     InputFilter,
     batches,
     judge_inputs,
+    judged,
     require,
 )
 from snnsec.errors import ConfigError
@@ -98,17 +99,11 @@ class StreamPurification(InputFilter):
         reserve = PurifiedEvents(ctx.clean_reserve, ctx.raw_train, ctx.framing, purify)
         clean = PurifiedEvents(truth.test_set, triggered.raw, ctx.framing, purify)
         attacked = PurifiedEvents(triggered.base, triggered.raw, ctx.framing, purify, triggered.injector,
-                                  labels=np.array([triggered[i][1] for i in range(len(triggered))]))
-        reserve_scores = self._run(ctx, reserve)["scores"]
-        return judge_inputs(reserve_scores, self._run(ctx, clean), self._run(ctx, attacked), self.false_rejection,
-                            self.rejects)
+                                  labels=triggered.labels)
+        reserve_scores = np.concatenate([removed.numpy() for _, _, removed in batches(reserve)])
+        return judge_inputs(reserve_scores, self._judged(ctx, clean), self._judged(ctx, attacked),
+                            self.false_rejection, self.rejects)
 
     @staticmethod
-    def _run(ctx: DefenseContext, dataset: Dataset) -> dict[str, np.ndarray]:
-        scores, predicted, labels = [], [], []
-        for frames, y, removed in batches(dataset):
-            scores.append(removed.numpy())
-            predicted.append(ctx.model.predict(frames.to(ctx.model.device)).cpu().numpy())
-            labels.append(y.numpy())
-        return {"scores": np.concatenate(scores), "predicted": np.concatenate(predicted),
-                "labels": np.concatenate(labels)}
+    def _judged(ctx: DefenseContext, dataset: PurifiedEvents) -> dict[str, np.ndarray]:
+        return judged(ctx, ((frames, y, removed.numpy()) for frames, y, removed in batches(dataset)))

@@ -9,7 +9,6 @@ from typing import Any
 
 import numpy as np
 
-import snnsec.defenses  # noqa: F401  (registers defenses)
 from snnsec.defenses import DEFENSES, DefenseContext, GroundTruth, create_defense
 from snnsec.detection import defense_effectiveness_rate
 from snnsec.errors import ConfigError
@@ -21,7 +20,7 @@ from snnsec.experiment import (
     backdoored_model,
     model_path,
     prepare_attack,
-    run_attack,
+    record_attack,
 )
 from snnsec.plots import plot_defenses
 from snnsec.progress import log
@@ -83,13 +82,16 @@ def run_defense(config: DefenseConfig, attack: AttackConfig, workspace: Workspac
     defense = create_defense(config.defense, **dict(config.options))  # bad parameters fail before any work
     request_id = config_hash(asdict(attack))
     setup = prepare_attack(attack, workspace)
-    if attack_run_id is None:
-        recorded = {r["run_id"] for r in load_records(workspace.out_dir / "records.jsonl", "attack")}
-        if hasattr(setup.trigger, "train_backdoor") or config_hash(attack_record_config(setup, request_id)) not in recorded:
-            log("this attack is not recorded here yet: running it first (cached models are reused)")
-            attack_run_id = run_attack(attack, workspace).run_id
-    model = backdoored_model(setup, workspace)
-    attack_run_id = attack_run_id or config_hash(attack_record_config(setup, request_id))
+    artifact = model_path(workspace, setup.attack_identity)  # before a learned trigger is trained
+    learned = hasattr(setup.trigger, "train_backdoor")  # its run id is known only once trained
+    recorded = {r["run_id"] for r in load_records(workspace.out_dir / "records.jsonl", "attack")}
+    if attack_run_id is None and (learned or config_hash(attack_record_config(setup, request_id)) not in recorded):
+        log("this attack is not recorded here yet: running it first (cached models are reused)")
+        attack_record, model = record_attack(setup, request_id, workspace)
+        attack_run_id = attack_record.run_id
+    else:
+        model = backdoored_model(setup, workspace)
+        attack_run_id = attack_run_id or config_hash(attack_record_config(setup, request_id))
     poison = setup.poison
     targets = tuple(range(setup.num_classes)) if poison.mode == "all-to-all" else (poison.target,)
     truth = GroundTruth(setup.test_set, setup.triggered_test, np.asarray(setup.poisoned_train.indices), targets,
@@ -127,7 +129,7 @@ def run_defense(config: DefenseConfig, attack: AttackConfig, workspace: Workspac
         started=started.isoformat(timespec="seconds"),
         finished=datetime.now(timezone.utc).isoformat(timespec="seconds"),
         duration_s=round((datetime.now(timezone.utc) - started).total_seconds(), 2),
-        artifacts={"backdoored_model": str(model_path(workspace, setup.attack_identity))},
+        artifacts={"backdoored_model": str(artifact)},
     )
     append_record(workspace.out_dir / "records.jsonl", record)
     write_defense_tables(workspace.out_dir)

@@ -214,7 +214,7 @@ def prepare_attack(config: AttackConfig, workspace: Workspace = Workspace()) -> 
 def _training(config: AttackConfig, recipe) -> TrainConfig:
     """The attack's training budget with the model config's recipe (lr, warm-up, BN re-estimation);
     an explicit ``lr`` wins over the recipe's."""
-    training = TrainConfig(epochs=config.epochs, batch_size=config.batch_size, lr=config.lr or DEFAULT_LR,
+    training = TrainConfig(epochs=config.epochs, batch_size=config.batch_size, lr=DEFAULT_LR,
                            optimizer=config.optimizer, seed=config.seed).with_recipe(recipe)
     return training if config.lr is None else replace(training, lr=config.lr)
 
@@ -240,13 +240,17 @@ def backdoored_model(setup: AttackSetup, workspace: Workspace) -> Classifier:
 
 def run_attack(config: AttackConfig, workspace: Workspace = Workspace()) -> RunRecord:
     """Run (or reuse the cached parts of) one backdoor attack and append its record to the reports."""
+    return record_attack(prepare_attack(config, workspace), config_hash(asdict(config)), workspace)[0]
+
+
+def record_attack(setup: AttackSetup, request_id: str, workspace: Workspace) -> tuple[RunRecord, Classifier]:
+    """Train (or load) both models of a prepared attack, evaluate them and append the record; returns the
+    record and the backdoored model (``setup`` then holds a learned trigger in its trained state)."""
     started, clock = datetime.now(timezone.utc), time.perf_counter()
-    request_id = config_hash(asdict(config))
-    setup = prepare_attack(config, workspace)
     clean = clean_model(setup, workspace)
     attack_identity = setup.attack_identity  # before a learned trigger is trained: the cache key
     backdoored = backdoored_model(setup, workspace)
-    config, test_set, triggered_test = setup.config, setup.test_set, setup.triggered_test
+    test_set, triggered_test = setup.test_set, setup.triggered_test
 
     log("evaluating")
     ca_clean, ca_backdoor = accuracy(clean, test_set), accuracy(backdoored, test_set)
@@ -277,7 +281,7 @@ def run_attack(config: AttackConfig, workspace: Workspace = Workspace()) -> RunR
     )
     append_record(workspace.out_dir / "records.jsonl", record)
     write_attack_tables(workspace.out_dir)
-    return record
+    return record, backdoored
 
 
 def attack_record_config(setup: AttackSetup, request_id: str) -> dict[str, Any]:
