@@ -1,12 +1,23 @@
 """Dynamic trigger (Sneaky Spikes, Abad et al., NDSS 2024, after LIRA, Doan et al., ICCV 2021).
 
 A spiking convolutional autoencoder ``g`` turns each input into its own trigger. It is trained jointly
-with the classifier: in stage 1, every batch first updates ``g`` so that the current classifier sends
-triggered inputs to the attacker's label, then updates the classifier on clean and triggered inputs; in
-stage 2 the generator is frozen and the classifier is fine-tuned on exactly the trigger tested later.
+with the classifier, through the project's one trainer (:func:`snnsec.training.train` with a step hook, so
+the model's recipe and resuming apply): in stage 1, every batch first updates ``g`` so that the current
+classifier sends triggered inputs to the attacker's label, then updates the classifier on its poisoned
+batch; in stage 2 the generator is frozen and the classifier is fine-tuned on exactly the trigger tested
+later.
+
+**Poisoning rate.** As for every other trigger, ``round(rate * N)`` training samples (``PoisonConfig``)
+are triggered and relabelled, replacing their clean copies (``poisoning="replace"``, the default): the
+classifier's loss is the cross-entropy over each batch as it is after poisoning. ``poisoning="alpha-mix"``
+keeps the reference's scheme instead: the poisoned samples' triggered copies are added beside the clean
+batch and the loss is ``alpha * CE(clean batch) + (1 - alpha) * CE(triggered copies)`` whatever their
+number (the reference triggers a copy of every sample: rate 1). With a low rate that puts far more weight
+on triggered samples than the rate says (at rate 0.01, alpha 0.5 and batches of 32, about a fifth of the
+loss).
 
 **Validity rule.** ``g`` emits spikes ``s`` in {0, 1}, shape ``[T, P, H, W]``. The trigger mask ``m`` keeps
-the ``k = max(1, floor(alpha * T*P*H*W))`` spiking positions of largest drive (the input current of the
+the ``k = max(1, floor(gamma * T*P*H*W))`` spiking positions of largest drive (the input current of the
 output neurons), only on the channels ``polarity`` selects (1: ON, 2: OFF, 3: both; one-channel sensors: the
 channel). The triggered frame is
 
@@ -14,22 +25,25 @@ channel). The triggered frame is
     x' = x * (1 - m)                  (polarity 0: the masked events are erased)
 
 so ``x'`` is non-negative, binary when ``x`` is binary and ``value == 1``, integer counts when ``x`` and
-``value`` are, and differs from ``x`` in at most ``k`` elements: ``alpha`` is an L0 budget in events, a
+``value`` are, and differs from ``x`` in at most ``k`` elements: ``gamma`` is an L0 budget in events, a
 fraction of the frame. In training, gradients reach ``g`` through a straight-through estimator: the
 forward pass uses the hard mask, the backward pass the surrogate gradient of every output spike.
 
 Differences from the reference code (GorkaAbad/Sneaky-Spikes ``dynamic.py``), all deliberate:
 - the reference added ``beta * tanh(spikes)``, fractional values no event camera produces; here the
-  perturbation is a set of events under an L0 budget (``alpha``);
-- naming: ``alpha`` is the perturbation budget (the role of the reference's ``--beta``) and
-  ``gamma`` the weight of the triggered-sample loss, ``(1 - gamma) * CE(clean) + gamma * CE(triggered)``
-  (the reference's ``--alpha`` is ``1 - gamma``); cross-entropy on logits instead of MSE on firing rates;
+  perturbation is a set of events under an L0 budget ``gamma``;
+- naming follows the paper: ``gamma`` is the perturbation scale (the paper's gamma, the reference code's
+  ``--beta``), here an L0 budget; ``alpha`` is the clean-loss weight of the ``"alpha-mix"`` scheme (the
+  reference's ``--alpha``), unused by the default ``"replace"``; cross-entropy on logits instead of MSE on
+  firing rates;
 - LIRA's look-ahead (a virtual classifier update the generator is differentiated through) is replaced by
   the current classifier, in eval mode (the test-time model; the classifier is left untouched by it): a
   first-order alternation with one model-call site;
 - the generator uses GroupNorm, not BatchNorm, so a sample's trigger never depends on its batch and the
   train- and eval-mode generators are the same function;
-- the triggered samples the classifier learns from follow ``PoisonConfig`` (rate, mode, seeded indices);
+- the triggered samples the classifier learns from follow ``PoisonConfig`` (rate, mode, seeded indices),
+  replacing their clean copies (the reference adds a triggered copy of every sample: ``"alpha-mix"`` at
+  rate 1);
 - the test set is triggered with the trained generator (no retraining from scratch, no best epoch
   picked on the test set).
 """
@@ -39,6 +53,7 @@ import copy
 import hashlib
 import math
 from dataclasses import dataclass, replace
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any, ClassVar
 
@@ -47,18 +62,19 @@ import torch
 import torch.nn.functional as F
 from spikingjelly.activation_based import functional, layer
 from torch import Tensor, nn
-from torch.utils.data import DataLoader, Dataset
+from torch.utils.data import Dataset
 
 from snnsec.artifacts import load_model, read_card, save_model
 from snnsec.attacks.base import POLARITIES, TRIGGERS, Trigger
 from snnsec.attacks.poisoning import FrameDataset, PoisonConfig, choose_poison_indices
 from snnsec.classifier import Classifier
 from snnsec.errors import ConfigError
-from snnsec.progress import progress_bar
-from snnsec.training import TrainConfig, recalibrate_batchnorm, seed_everything
+from snnsec.training import StepHook, TrainConfig
+from snnsec.training import train as train_classifier
 from snnsec.zoo.neurons import lif
 
 MAX_DEPTH = 6
+POISONING = ("replace", "alpha-mix")  # how poisoned samples enter the classifier's loss (module doc)
 
 
 # --------------------------------------------------------------------------------------------------
@@ -151,8 +167,9 @@ class DynamicTrigger(Trigger):
     writes (0 erases events); ``value`` is what an added event pixel holds.
     """
 
-    alpha: float = 0.005  # L0 budget: at most floor(alpha * T*P*H*W) changed frame elements per sample
-    gamma: float = 0.5  # weight of the triggered-sample loss: (1 - gamma) * clean + gamma * triggered
+    gamma: float = 0.005  # perturbation scale, an L0 budget: at most floor(gamma * T*P*H*W) changed elements
+    poisoning: str = "replace"  # "replace": poisoned samples replace their clean copies; "alpha-mix": reference
+    alpha: float = 0.5  # "alpha-mix" only: loss = alpha * CE(clean) + (1 - alpha) * CE(triggered copies)
     generator_width: int = 32  # channels of the generator's first layer (doubling per level)
     generator_depth: int = 2  # down/up-sampling levels of the generator
     generator_lr: float = 1e-3  # Adam learning rate of the generator
@@ -164,8 +181,10 @@ class DynamicTrigger(Trigger):
         super().__post_init__()
         # The weights are state, not an option: kept off the dataclass fields (params, eq, hash, CLI options).
         object.__setattr__(self, "_generator", None)
-        _check_real("alpha", self.alpha, 0.0, 1.0)
-        _check_real("gamma", self.gamma, 0.0, 1.0, high_open=True)
+        _check_real("gamma", self.gamma, 0.0, 1.0)
+        _check_real("alpha", self.alpha, 0.0, 1.0, high_open=True)
+        if self.poisoning not in POISONING:
+            raise ConfigError(f"dynamic trigger poisoning must be one of {', '.join(POISONING)}, got {self.poisoning!r}")
         _check_int("generator_width", self.generator_width, 1, 1024)
         _check_int("generator_depth", self.generator_depth, 1, MAX_DEPTH)
         _check_real("generator_lr", self.generator_lr, 0.0, 1.0)
@@ -253,7 +272,7 @@ class DynamicTrigger(Trigger):
 
     def budget(self, frame_shape: tuple[int, ...]) -> int:
         """Changed elements allowed per sample of shape ``[T, P, H, W]``."""
-        return max(1, int(self.alpha * math.prod(frame_shape[-4:])))
+        return max(1, int(self.gamma * math.prod(frame_shape[-4:])))
 
     def _channel_mask(self, channels: int, device: torch.device) -> Tensor:
         """``[P, 1, 1]``: 1 on the channels this polarity writes (polarity 0 erases both)."""
@@ -300,10 +319,10 @@ class DynamicTrigger(Trigger):
 
     def train_backdoor(
         self, classifier: Classifier, train: FrameDataset, poison: PoisonConfig, training: TrainConfig,
-        num_classes: int, label: str = "training dynamic backdoor",
+        num_classes: int, label: str = "training dynamic backdoor", checkpoint: Path | None = None,
     ) -> BackdoorTraining:
         """Train ``classifier`` (in place) and this trigger's generator together; see :func:`train_dynamic_backdoor`."""
-        return train_dynamic_backdoor(classifier, self, train, poison, training, num_classes, label)
+        return train_dynamic_backdoor(classifier, self, train, poison, training, num_classes, label, checkpoint)
 
 
 # --------------------------------------------------------------------------------------------------
@@ -313,8 +332,10 @@ class DynamicTrigger(Trigger):
 @dataclass(frozen=True)
 class BackdoorTraining:
     """Result of :func:`train_dynamic_backdoor`: the backdoored classifier, the trained trigger to test
-    with, the poisoned training indices, the number of stage-1 (joint) epochs, and per-epoch means:
-    ``history["loss"]`` (classifier, every epoch), ``history["generator_loss"]`` (stage-1 epochs only)."""
+    with, the poisoned training indices, the number of stage-1 (joint) epochs, and per-epoch numbers:
+    ``history["loss"]`` (classifier, every epoch), ``history["generator_loss"]`` (stage-1 epochs only),
+    ``history["triggered"]`` (triggered samples the classifier's loss saw, every epoch) and
+    ``history["samples"]`` (all samples it saw, clean and triggered, every epoch)."""
 
     classifier: Classifier
     trigger: DynamicTrigger
@@ -352,90 +373,122 @@ def generator_step(
     return loss.item()
 
 
+class JointTrainingStep(StepHook):
+    """The :class:`~snnsec.training.StepHook` of LIRA-style joint training: owns the generator being trained
+    and its optimizer. Batches are ``(frames, labels, indices)`` (:class:`_Indexed`).
+
+    In stage 1 (epochs ``< joint_epochs``) each batch first takes one generator step on the whole batch
+    relabelled to the attacker's labels; then (both stages) the classifier's loss follows
+    ``trigger.poisoning``: ``"replace"``, the batch with its poisoned rows triggered and relabelled,
+    cross-entropy over the batch; ``"alpha-mix"``, ``alpha * CE(clean batch) + (1 - alpha) * CE(triggered
+    copies of its poisoned rows)``.
+    """
+
+    def __init__(self, trigger: DynamicTrigger, net: SpikingAutoencoder, is_poisoned: Tensor,
+                 attacker_labels: Tensor, joint_epochs: int) -> None:
+        self.trigger, self.net, self.joint_epochs = trigger, net, joint_epochs
+        self.is_poisoned, self.attacker_labels = is_poisoned, attacker_labels
+        self.optimizer = torch.optim.Adam(net.parameters(), lr=trigger.generator_lr)
+        self.history: dict[str, list[float]] = {"generator_loss": [], "triggered": [], "samples": []}
+        self._epoch = self._fresh_tally()
+
+    @staticmethod
+    def _fresh_tally() -> dict[str, float]:
+        """This epoch's running sums: generator loss x samples, triggered and total samples the classifier
+        saw, and the batches' own samples."""
+        return {"generator_loss": 0.0, "triggered": 0, "samples": 0, "batch_samples": 0}
+
+    def _triggered(self, frames: Tensor, poisoned: Tensor) -> Tensor:
+        """The poisoned rows of ``frames``, triggered by the generator as it is now (no gradients)."""
+        self.net.eval()
+        with torch.no_grad():
+            return self.trigger.poison(frames[poisoned], self.net)
+
+    def inputs(self, batch: Sequence[Tensor]) -> Tensor:
+        frames, _labels, index = batch
+        poisoned = self.is_poisoned[index]
+        if not poisoned.any():
+            return frames
+        triggered = self._triggered(frames, poisoned)
+        if self.trigger.poisoning == "replace":
+            frames = frames.clone()
+            frames[poisoned] = triggered
+            return frames
+        return torch.cat([frames, triggered])
+
+    def loss(self, classifier: Classifier, batch: Sequence[Tensor], epoch: int) -> tuple[Tensor, int]:
+        frames, labels, index = batch
+        targets = self.attacker_labels[index]
+        if epoch < self.joint_epochs:
+            gen_loss = generator_step(classifier, self.trigger, self.net, self.optimizer, frames, targets)
+            self._epoch["generator_loss"] += gen_loss * len(labels)
+        poisoned = self.is_poisoned[index]
+        n_poisoned = int(poisoned.sum())
+        x = self.inputs(batch)
+        self._epoch["triggered"] += n_poisoned
+        self._epoch["samples"] += len(x)
+        self._epoch["batch_samples"] += len(labels)
+        logits = classifier.logits(x)
+        if self.trigger.poisoning == "replace":
+            return F.cross_entropy(logits, torch.where(poisoned, targets, labels)), len(labels)
+        alpha = self.trigger.alpha
+        loss = alpha * F.cross_entropy(logits[: len(labels)], labels)
+        if n_poisoned:
+            loss = loss + (1 - alpha) * F.cross_entropy(logits[len(labels):], targets[poisoned])
+        return loss, len(labels)
+
+    def end_epoch(self, epoch: int) -> dict[str, float]:
+        seen = self._epoch["batch_samples"]
+        shown: dict[str, float] = {"stage": 1 if epoch < self.joint_epochs else 2}
+        if epoch < self.joint_epochs:
+            self.history["generator_loss"].append(self._epoch["generator_loss"] / seen)
+            shown["gen"] = self.history["generator_loss"][-1]
+        self.history["triggered"].append(self._epoch["triggered"])
+        self.history["samples"].append(self._epoch["samples"])
+        self._epoch = self._fresh_tally()
+        return shown
+
+    def state_dict(self) -> dict[str, Any]:
+        return {"generator": self.net.state_dict(), "generator_optimizer": self.optimizer.state_dict(),
+                "history": {key: list(values) for key, values in self.history.items()}}
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        if "generator" not in state:
+            raise ConfigError("the resume checkpoint holds no trigger generator (written by another kind of "
+                              "training); delete the .partial.pt file to start over")
+        self.net.load_state_dict(state["generator"])
+        self.optimizer.load_state_dict(state["generator_optimizer"])
+        self.history = {key: list(values) for key, values in state["history"].items()}
+
+
 def train_dynamic_backdoor(
     classifier: Classifier, trigger: DynamicTrigger, train: FrameDataset, poison: PoisonConfig,
     training: TrainConfig, num_classes: int, label: str = "training dynamic backdoor",
+    checkpoint: Path | None = None,
 ) -> BackdoorTraining:
-    """LIRA-style two-stage training of ``classifier`` (in place) and ``trigger``'s generator.
+    """LIRA-style two-stage training of ``classifier`` (in place) and ``trigger``'s generator, through
+    :func:`snnsec.training.train` (the model's recipe, warm-up and BN re-estimation, applies; with
+    ``checkpoint`` a killed run resumes after its last finished epoch, generator included).
 
-    Poisoned samples are ``choose_poison_indices(train.labels, poison)`` with labels ``poison.relabel``.
-    Stage 1 (``round(joint_fraction * epochs)`` epochs, at least 1), per batch: one generator step on the
-    whole batch relabelled to the attacker's labels, then one classifier step on
-    ``(1 - gamma) * CE(clean batch) + gamma * CE(triggered poisoned samples of the batch)``. Stage 2 (the
-    remaining epochs): the generator is frozen and the classifier takes the same steps. The triggered
-    samples the classifier sees are always ``trigger.apply``'s output for the generator at that moment.
-    Seeded by ``training.seed`` (data order, dropout) and ``trigger.seed`` (generator initialisation).
+    Poisoned samples are ``choose_poison_indices(train.labels, poison)`` (``round(rate * N)`` of them) with
+    labels ``poison.relabel``. Stage 1 (``round(joint_fraction * epochs)`` epochs, at least 1) trains the
+    generator and the classifier in alternation, stage 2 (the rest) the classifier alone with the generator
+    frozen; see :class:`JointTrainingStep`. The triggered samples the classifier sees are always
+    ``trigger.apply``'s output for the generator at that moment. Seeded by ``training.seed`` (data order,
+    dropout) and ``trigger.seed`` (generator initialisation).
     """
     labels = np.asarray(train.labels)
     poison.check_classes(num_classes)
     indices = choose_poison_indices(labels, poison)
+    device = classifier.device
     is_poisoned = torch.zeros(len(labels), dtype=torch.bool)
     is_poisoned[torch.from_numpy(indices)] = True
     attacker_labels = torch.from_numpy(poison.relabel(labels, num_classes).astype(np.int64))
-
-    seed_everything(training.seed)
-    device = classifier.device
     if not trigger.fitted:
         trigger = trigger.fit(train[0][0].unsqueeze(0))
     net = copy.deepcopy(trigger.generator).to(device).requires_grad_(True)
-    loader = DataLoader(_Indexed(train), batch_size=training.batch_size, shuffle=True,
-                        generator=torch.Generator().manual_seed(training.seed))
-    params = [p for p in classifier.net.parameters() if p.requires_grad]
-    optim_cls = torch.optim.AdamW if training.optimizer == "adamw" else torch.optim.Adam
-    optimizer = optim_cls(params, lr=training.lr, weight_decay=training.weight_decay)
-    scheduler = torch.optim.lr_scheduler.CosineAnnealingLR(optimizer, T_max=training.epochs * len(loader))
-    gen_optimizer = torch.optim.Adam(net.parameters(), lr=trigger.generator_lr)
     joint_epochs = min(training.epochs, max(1, round(trigger.joint_fraction * training.epochs)))
-    history: dict[str, list[float]] = {"loss": [], "generator_loss": []}
-
-    with progress_bar(label, total=training.epochs * len(loader)) as advance:
-        for epoch in range(training.epochs):
-            stage = 1 if epoch < joint_epochs else 2
-            totals = {"loss": 0.0, "generator_loss": 0.0}
-            seen = 0
-            for frames, y, index in loader:
-                frames, y = frames.to(device, non_blocking=True), y.to(device, non_blocking=True)
-                targets = attacker_labels[index].to(device)
-                if stage == 1:
-                    gen_loss = generator_step(classifier, trigger, net, gen_optimizer, frames, targets)
-                    totals["generator_loss"] += gen_loss * len(y)
-                loss = _classifier_step(classifier, trigger, net, optimizer, frames, y, targets,
-                                        is_poisoned[index].to(device))
-                scheduler.step()
-                totals["loss"] += loss * len(y)
-                seen += len(y)
-                fields = {"stage": stage, "loss": totals["loss"] / seen}
-                if stage == 1:
-                    fields["gen"] = totals["generator_loss"] / seen
-                advance(epoch=epoch + 1, **fields)
-            history["loss"].append(totals["loss"] / seen)
-            if stage == 1:
-                history["generator_loss"].append(totals["generator_loss"] / seen)
-    if training.bn_recalibration_batches:  # the model's recipe: BN statistics from the final weights
-        clean = DataLoader(train, batch_size=training.batch_size, shuffle=True,
-                           generator=torch.Generator().manual_seed(training.seed))
-        recalibrate_batchnorm(classifier, clean, training.bn_recalibration_batches)
-    classifier.net.eval()
+    step = JointTrainingStep(trigger, net, is_poisoned.to(device), attacker_labels.to(device), joint_epochs)
+    losses = train_classifier(classifier, _Indexed(train), training, label=label, checkpoint=checkpoint, step=step)
+    history: dict[str, list[float]] = {"loss": losses, **step.history}
     return BackdoorTraining(classifier, trigger.with_generator(net), indices, joint_epochs, history)
-
-
-def _classifier_step(
-    classifier: Classifier, trigger: DynamicTrigger, net: SpikingAutoencoder, optimizer: torch.optim.Optimizer,
-    frames: Tensor, labels: Tensor, targets: Tensor, poisoned: Tensor,
-) -> float:
-    """One classifier update on the clean batch plus its poisoned samples, triggered as ``apply`` would."""
-    classifier.net.train()
-    n_poisoned = int(poisoned.sum())
-    if n_poisoned:
-        net.eval()
-        with torch.no_grad():
-            triggered = trigger.poison(frames[poisoned], net)
-        logits = classifier.logits(torch.cat([frames, triggered]))
-        loss = (1 - trigger.gamma) * F.cross_entropy(logits[: len(labels)], labels) \
-            + trigger.gamma * F.cross_entropy(logits[len(labels):], targets[poisoned])
-    else:
-        loss = (1 - trigger.gamma) * F.cross_entropy(classifier.logits(frames), labels)
-    optimizer.zero_grad(set_to_none=True)
-    loss.backward()
-    optimizer.step()
-    return loss.item()

@@ -7,7 +7,8 @@ new structured array (same dtype, sorted by ``t``) holding the sample's events p
 
 Rules shared by every injector (all pure functions of the parameters and the input):
 
-* **Geometry** mirrors the frame-level triggers: a square patch of side ``round(size * width)`` px at
+* **Geometry** mirrors the frame-level triggers: a square patch of side ``int(size * width)`` px (at
+  least 1; Sneaky Spikes' sizing) at
   ``position`` (:func:`~snnsec.attacks.patch.patch_side`, :func:`~snnsec.attacks.patch.patch_origin`;
   ``"random"`` is fixed by ``seed`` and is the same spot the frame-level trigger with that seed uses).
   Coordinates are sensor pixels (``x`` = column, ``y`` = row); injected events always lie on the sensor.
@@ -36,8 +37,9 @@ Rules shared by every injector (all pure functions of the parameters and the inp
 * An empty sample has no duration to spread a trigger over; it is returned unchanged (a copy).
 
 Triggers (registered in :data:`EVENT_TRIGGERS` under the frame-level triggers' names, with their
-parameters): ``static`` (a fixed patch, the whole duration), ``moving`` (``path``, ``speed`` in pixels
-per bin, ``boundary``; optionally ``continuous``) and ``flashy`` (``start``/``length`` in bins or
+parameters): ``static`` (a fixed patch, the whole duration), ``moving`` (``path``: the reference's
+three-position hop by default, or the paper's 2 px per bin, or a free linear path with ``speed`` in
+pixels per bin and ``boundary``; optionally ``continuous``) and ``flashy`` (``start``/``length`` in bins or
 fractions of T, the whole sensor or, with ``area="patch"``, the patch). With ``replace=True``,
 ``sync=True`` and ``frames == bins`` (time slicing, binary encoding), the framed injected sample equals
 the frame-level trigger applied to the clean frames, pixel for pixel (tested; removal's kept end
@@ -58,6 +60,7 @@ from torch import Tensor
 from torch.utils.data import Dataset
 
 from snnsec.attacks.base import POLARITIES, POSITIONS, check_options
+from snnsec.attacks.moving import BOUNDARIES, PATHS, check_path_options, path_origins, resolved_speed
 from snnsec.attacks.patch import check_time_window, patch_origin, patch_side, time_window
 from snnsec.attacks.poisoning import FrameDataset, PoisonConfig, choose_poison_indices
 from snnsec.datasets.base import EventDataset
@@ -66,8 +69,6 @@ from snnsec.framing import FramingConfig, encode, events_to_frames
 from snnsec.registry import Registry
 
 REQUIRED_FIELDS = ("x", "y", "t", "p")
-PATHS = ("horizontal", "vertical", "diagonal")  # as attacks/moving.py
-BOUNDARIES = ("bounce", "wrap")
 AREAS = ("sensor", "patch")
 
 
@@ -240,21 +241,22 @@ class StaticInjector(EventInjector):
 @EVENT_TRIGGERS.register("moving")
 @dataclass(frozen=True)
 class MovingInjector(EventInjector):
-    """A patch moving ``speed`` pixels per time bin, with the frame-level moving trigger's parameters.
+    """A moving patch with the frame-level moving trigger's parameters and paths.
 
-    ``path`` ("horizontal" moves the column, "vertical" the row, "diagonal" both), ``speed`` and
-    ``boundary`` ("bounce" reflects off the sensor edges, "wrap" re-enters at the opposite edge) mean
-    what they mean for :class:`~snnsec.attacks.moving.MovingTrigger`; the start is ``position``'s corner
-    and the first move points into the sensor (leftwards from a right corner, upwards from a bottom one,
-    else right/down). With ``continuous=False`` (default) the patch jumps once per time bin: events in
-    bin ``k`` (the bin time slicing with ``bins`` windows puts them in) sit at offset ``speed * k``, so
-    framed with T = ``bins`` the patch is where the frame-level trigger paints it (a screen showing a
-    hopping square). With ``continuous=True`` it glides: an event at fractional bin time ``k + f`` sits
-    at offset ``round(speed * (k + f))`` (a physically moving light).
+    ``path`` ("reference": Sneaky Spikes' three-position hop, bin ``k`` at position ``k mod 3``;
+    "paper": 2 px per bin horizontally; "horizontal", "vertical", "diagonal" at ``speed`` px per bin,
+    default 1), ``speed`` and ``boundary`` mean exactly what they mean for
+    :class:`~snnsec.attacks.moving.MovingTrigger` (one shared function,
+    :func:`~snnsec.attacks.moving.path_origins`, places both). With ``continuous=False`` (default) the
+    patch jumps once per time bin: events in bin ``k`` (the bin time slicing with ``bins`` windows puts
+    them in) sit where the frame-level trigger paints bin ``k``, so framed with T = ``bins`` the patch is
+    where the frame-level trigger paints it (a screen showing a hopping square). With
+    ``continuous=True`` a linear path glides: an event at fractional bin time ``k + f`` sits at offset
+    ``round(speed * (k + f))`` (a physically moving light); the hopping paths ("reference") refuse it.
     """
 
-    path: str = "horizontal"
-    speed: int = 1  # pixels per time bin along each moving axis
+    path: str = "reference"
+    speed: int | None = None  # px per time bin; None: 2 for "paper", 1 for the free linear paths
     boundary: str = "bounce"
     continuous: bool = False
 
@@ -264,28 +266,25 @@ class MovingInjector(EventInjector):
         super().__post_init__()
         if self.path not in PATHS:
             raise ConfigError(f"moving trigger path must be one of {', '.join(PATHS)}; got {self.path!r}")
-        if not _is_int(self.speed) or self.speed < 1:
+        if self.speed is not None and (not _is_int(self.speed) or self.speed < 1):
             raise ConfigError(f"moving trigger speed is an int >= 1 (pixels per time bin), got {self.speed!r}")
         if self.boundary not in BOUNDARIES:
             raise ConfigError(f"moving trigger boundary must be one of {', '.join(BOUNDARIES)}; got {self.boundary!r}")
+        check_path_options(self.path, self.speed)
+        if self.continuous and self.path == "reference":
+            raise ConfigError("moving trigger path 'reference' hops between positions; continuous=True needs a "
+                              "linear path (paper, horizontal, vertical, diagonal)")
 
     def origins(self, t: np.ndarray, t_min: int, t_max: int, height: int, width: int) -> tuple[np.ndarray, np.ndarray]:
         side = patch_side(self.size, height, width)
-        row0, col0 = patch_origin(self.position, side, height, width, self.seed)
-        d_row = -1 if self.position.startswith("bottom") else 1
-        d_col = -1 if self.position.endswith("right") else 1
         elapsed = np.asarray(t, dtype=np.int64) - int(t_min)
         span = int(t_max) - int(t_min) + 1
+        bins = (elapsed * self.bins) // span
+        offsets = None
         if self.continuous:
-            step = np.rint(self.speed * (elapsed * self.bins) / span).astype(np.int64)
-        else:
-            step = self.speed * ((elapsed * self.bins) // span)
-        rows, cols = np.full(step.shape, row0, dtype=np.int64), np.full(step.shape, col0, dtype=np.int64)
-        if self.path in ("vertical", "diagonal"):
-            rows = _fold(row0 + d_row * step, height - side, self.boundary)
-        if self.path in ("horizontal", "diagonal"):
-            cols = _fold(col0 + d_col * step, width - side, self.boundary)
-        return rows, cols
+            offsets = np.rint(resolved_speed(self.path, self.speed) * (elapsed * self.bins) / span).astype(np.int64)
+        return path_origins(self.path, self.speed, self.boundary, self.position, self.seed, side, height, width,
+                            bins, offsets)
 
 
 @EVENT_TRIGGERS.register("flashy")
@@ -442,16 +441,6 @@ def _is_int(value: object) -> bool:
 
 def _ceil_div(a, b: int):
     return -((-a) // b)
-
-
-def _fold(offset: np.ndarray, span: int, boundary: str) -> np.ndarray:
-    """Vectorised :func:`~snnsec.attacks.patch.fold`: offsets into ``[0, span]``, reflected or wrapped."""
-    if span == 0:
-        return np.zeros_like(offset)
-    if boundary == "wrap":
-        return np.mod(offset, span + 1)
-    m = np.mod(offset, 2 * span)
-    return np.where(m <= span, m, 2 * span - m)
 
 
 def _check_bins(injector: EventInjector, framing: FramingConfig) -> None:

@@ -11,8 +11,9 @@ from snnsec.errors import ConfigError
 
 
 def patch_side(size: float, height: int, width: int) -> int:
-    """Patch side in pixels: ``round(size * width)``, at least 1, never larger than the frame."""
-    side = max(1, round(size * width))
+    """Patch side in pixels, as Sneaky Spikes sizes it: ``int(size * width)`` (truncated, so 0.1 of 128 px
+    is 12 px), forced to 1 px when that is 0; never larger than the frame."""
+    side = max(1, int(size * width))
     if side > min(height, width):
         raise ConfigError(f"trigger of {side}px does not fit in {height}x{width} frames; use a smaller size")
     return side

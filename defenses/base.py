@@ -1,9 +1,10 @@
 """Defense contract: four families that own their evaluation, so each defense file holds only its method.
 
 A defense is a frozen dataclass of validated parameters. It decides from a :class:`DefenseContext` (the
-suspect model, the training set as received, a small clean reserve) and never sees the test set, the
-trigger or the poisoned indices: those live in :class:`GroundTruth`, which only the family's ``defend``
-uses, after every threshold is fixed (BackdoorBench issue 35: thresholds chosen on test ASR).
+suspect model, the training set as received, a small clean reserve held out of it: see
+:mod:`snnsec.defenses.defender_data`) and never sees the test set, the trigger or the poisoned indices:
+those live in :class:`GroundTruth`, which only the family's ``defend`` uses, after every threshold is fixed
+(BackdoorBench issue 35: thresholds chosen on test ASR).
 
 Families (after TrojanZoo's abstract defenses):
 - :class:`TrainingDataFilter` scores every training sample; the top ``removal_rate`` are dropped and the
@@ -31,7 +32,6 @@ from torch import Tensor
 from torch.utils.data import DataLoader, Dataset, Subset
 
 from snnsec.attacks.base import check_options
-from snnsec.attacks.poisoning import FrameDataset
 from snnsec.classifier import Classifier
 from snnsec.detection import Detection, detection
 from snnsec.errors import ConfigError
@@ -47,13 +47,14 @@ class DefenseContext:
     """What the defender holds: no test data, no trigger, no knowledge of which samples are poisoned."""
 
     model: Classifier  # the suspect model; repairs may change it in place
-    train_set: Dataset  # the training set as received (poisoned samples triggered and relabelled)
-    clean_reserve: FrameDataset  # a small clean, labelled set (a seeded share of the training data)
+    train_set: Dataset  # the training set as received (poisoned samples triggered and relabelled), less the
+    #                     reserve; ``.labels`` holds the received labels (see defender_data.split_for_defender)
+    clean_reserve: Dataset  # a small clean, labelled set held out of train_set (an independent clean sample)
     num_classes: int
     training: TrainConfig  # the recipe the model was trained with, for retraining and fine-tuning
     build: Callable[[], Classifier]  # a fresh, untrained model of the same architecture
     seed: int = 0
-    raw_train: Any = None  # raw events of the training set (clean_reserve.rows index it), when available
+    reserve_events: Any = None  # raw events of the reserve samples (``[i]`` -> (events, label)), when available
     framing: Any = None  # how events become frames (FramingConfig)
 
 
@@ -63,7 +64,7 @@ class GroundTruth:
 
     test_set: Dataset  # clean test samples
     triggered_test: Dataset  # triggered non-target test samples, labelled with the attacker's goal
-    poisoned_indices: np.ndarray  # rows of the training set the attacker poisoned
+    poisoned_indices: np.ndarray  # positions in the defender's training set of the samples the attacker poisoned
     target_classes: tuple[int, ...]  # the backdoor's target class(es)
     num_classes: int
 
@@ -122,10 +123,9 @@ class TrainingDataFilter(Defense):
     def score_samples(self, ctx: DefenseContext) -> np.ndarray:
         """One suspicion score per training sample (higher = more likely poisoned)."""
 
-    def flag(self, scores: np.ndarray) -> np.ndarray:
-        flagged = np.zeros(len(scores), bool)
-        flagged[np.argsort(-scores, kind="stable")[: round(self.removal_rate * len(scores))]] = True
-        return flagged
+    def flag(self, scores: np.ndarray, labels: np.ndarray) -> np.ndarray:
+        """Which samples to remove; default: the top ``removal_rate`` of all scores (one global budget)."""
+        return top_share(scores, self.removal_rate)
 
     def repair(self, ctx: DefenseContext, flagged: np.ndarray) -> Classifier:
         """Default: a fresh model trained on the samples that were not flagged."""
@@ -134,11 +134,15 @@ class TrainingDataFilter(Defense):
               label=f"{self.name}: retraining on {int((~flagged).sum())} kept samples")
         return model
 
-    def defend(self, ctx: DefenseContext, truth: GroundTruth) -> DefenseResult:
+    def decide(self, ctx: DefenseContext) -> tuple[np.ndarray, np.ndarray]:
+        """Scores and removal flags of every training sample; default: ``flag(score_samples(ctx))``."""
         scores = np.asarray(self.score_samples(ctx), float)
-        if scores.shape != (len(ctx.train_set),):
+        return scores, self.flag(scores, dataset_labels(ctx.train_set))
+
+    def defend(self, ctx: DefenseContext, truth: GroundTruth) -> DefenseResult:
+        scores, flagged = self.decide(ctx)
+        if scores.shape != (len(ctx.train_set),) or flagged.shape != scores.shape:
             raise RuntimeError(f"{self.name} returned {scores.shape} scores for {len(ctx.train_set)} samples")
-        flagged = self.flag(scores)
         found = detection(scores, truth.poisoned_mask(len(scores)), flagged)
         if not self.retrain:
             return DefenseResult(None, None, found, {"removed": int(flagged.sum())})
@@ -165,9 +169,13 @@ class InputFilter(Defense):
         """What the model is shown instead of ``frames``; default: the input itself."""
         return frames
 
+    def reserve_scores(self, ctx: DefenseContext, score: Callable[[Tensor], np.ndarray]) -> np.ndarray:
+        """Scores of the clean reserve, which set the threshold; default: ``score`` on each reserve batch."""
+        return np.concatenate([score(x) for x, _ in batches(ctx.clean_reserve)])
+
     def defend(self, ctx: DefenseContext, truth: GroundTruth) -> DefenseResult:
         score = self.scorer(ctx)
-        reserve = np.concatenate([score(x) for x, _ in batches(ctx.clean_reserve)])
+        reserve = self.reserve_scores(ctx, score)
         clean, triggered = self._guarded(ctx, score, truth.test_set), self._guarded(ctx, score, truth.triggered_test)
         return judge_inputs(reserve, clean, triggered, self.false_rejection, self.rejects)
 
@@ -273,6 +281,21 @@ def require_fraction(name: str, value: float, allow_zero: bool = False) -> None:
     require(low_ok and value < 1, f"{name} must be in {'[0' if allow_zero else '(0'}, 1), got {value}")
 
 
+def top_share(scores: np.ndarray, share: float) -> np.ndarray:
+    """Flags on the ``round(share * len(scores))`` highest scores (ties broken by position)."""
+    flagged = np.zeros(len(scores), bool)
+    flagged[np.argsort(-np.asarray(scores), kind="stable")[: round(share * len(scores))]] = True
+    return flagged
+
+
+def dataset_labels(dataset: Dataset) -> np.ndarray:
+    """Every sample's label: ``dataset.labels`` where it has them, else read sample by sample."""
+    labels = getattr(dataset, "labels", None)
+    if labels is not None and len(labels) == len(dataset):
+        return np.asarray(labels)
+    return np.array([int(dataset[i][1]) for i in range(len(dataset))])
+
+
 def batches(dataset: Dataset, batch_size: int = 128) -> Iterator[tuple[Tensor, Tensor]]:
     """``(frames, labels)`` batches in dataset order."""
     yield from DataLoader(dataset, batch_size=batch_size, shuffle=False)
@@ -312,5 +335,5 @@ def frozen(model: Classifier) -> Iterator[None]:
 
 
 __all__ = ["DEFENSES", "FAMILIES", "Defense", "DefenseContext", "DefenseResult", "GroundTruth", "InputFilter",
-           "ModelInspector", "ModelRepair", "TrainingDataFilter", "batches", "judge_inputs", "create_defense", "features",
-           "fine_tune", "frozen", "judged", "require", "require_fraction"]
+           "ModelInspector", "ModelRepair", "TrainingDataFilter", "batches", "create_defense", "dataset_labels",
+           "features", "fine_tune", "frozen", "judge_inputs", "judged", "require", "require_fraction", "top_share"]

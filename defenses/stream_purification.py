@@ -10,7 +10,7 @@ events that the filters removed, and the threshold is set on the defender's clea
 """
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import ClassVar
 
@@ -29,37 +29,48 @@ from snnsec.defenses.base import (
     GroundTruth,
     InputFilter,
     batches,
+    dataset_labels,
     judge_inputs,
     judged,
     require,
 )
 from snnsec.errors import ConfigError
-from snnsec.framing import FramingConfig, events_to_frames
+from snnsec.framing import FramingConfig, encode, events_to_frames
 
 METHODS = ("denoise", "refractory", "both")
 
 
 class PurifiedEvents(Dataset):
-    """``(frames, label, removed_fraction)`` of ``base``'s samples re-framed from their raw events, with
-    ``injector``'s trigger added first (if any) and ``purify`` applied."""
+    """``(frames, label, removed_fraction)`` of samples re-framed from their raw events, with ``injector``'s
+    trigger added first (if any) and ``purify`` applied. ``events[i]`` is sample ``i``'s ``(events, label)``."""
 
-    def __init__(self, base: FrameDataset, raw, framing: FramingConfig, purify: Callable[[np.ndarray], np.ndarray],
-                 injector: EventInjector | None = None, labels: np.ndarray | None = None) -> None:
-        self.base, self.raw, self.framing, self.purify, self.injector = base, raw, framing, purify, injector
-        self.labels = base.labels if labels is None else labels
-        self.sensor_size = tuple(raw.info.sensor_size)
+    def __init__(self, events: Sequence[tuple[np.ndarray, int]], labels: np.ndarray, sensor_size: tuple[int, ...],
+                 framing: FramingConfig, purify: Callable[[np.ndarray], np.ndarray],
+                 injector: EventInjector | None = None) -> None:
+        self.events, self.labels, self.sensor_size = events, np.asarray(labels), tuple(sensor_size)
+        self.framing, self.purify, self.injector = framing, purify, injector
 
     def __len__(self) -> int:
-        return len(self.base)
+        return len(self.labels)
 
     def __getitem__(self, index: int) -> tuple[Tensor, int, float]:
-        events, _ = self.raw[int(self.base.rows[index])]
+        events, _ = self.events[index]
         if self.injector is not None:
             events = self.injector.inject(events, self.sensor_size)
         kept = self.purify(events)
         counts = events_to_frames(kept, self.sensor_size, self.framing.frames, self.framing.slicing, self.framing.size)
         removed = 1.0 - len(kept) / max(len(events), 1)
-        return torch.from_numpy(self.base.encode(counts)), int(self.labels[index]), removed
+        return torch.from_numpy(encode(counts, self.framing.encoding)), int(self.labels[index]), removed
+
+
+class _ByRow:
+    """``raw`` events of a frame dataset's samples, by position (``base.rows`` maps them): evaluation only."""
+
+    def __init__(self, base: FrameDataset, raw) -> None:
+        self.base, self.raw = base, raw
+
+    def __getitem__(self, index: int) -> tuple[np.ndarray, int]:
+        return self.raw[int(self.base.rows[index])]
 
 
 @DEFENSES.register("stream-purification")
@@ -92,14 +103,17 @@ class StreamPurification(InputFilter):
 
     def defend(self, ctx: DefenseContext, truth: GroundTruth) -> DefenseResult:
         triggered = truth.triggered_test
-        if not isinstance(triggered, EventPoisonedFrames) or ctx.raw_train is None:
+        if not isinstance(triggered, EventPoisonedFrames) or ctx.reserve_events is None:
             raise ConfigError("stream-purification filters the raw event stream, so it needs an attack whose trigger "
                               "is in it (--injection event); for frame triggers use event-purification")
         purify = self.filters()
-        reserve = PurifiedEvents(ctx.clean_reserve, ctx.raw_train, ctx.framing, purify)
-        clean = PurifiedEvents(truth.test_set, triggered.raw, ctx.framing, purify)
-        attacked = PurifiedEvents(triggered.base, triggered.raw, ctx.framing, purify, triggered.injector,
-                                  labels=triggered.labels)
+        reserve = PurifiedEvents(ctx.reserve_events, dataset_labels(ctx.clean_reserve), ctx.reserve_events.sensor_size,
+                                 ctx.framing, purify)
+        sensor = triggered.sensor_size
+        clean = PurifiedEvents(_ByRow(truth.test_set, triggered.raw), truth.test_set.labels, sensor, ctx.framing,
+                               purify)
+        attacked = PurifiedEvents(_ByRow(triggered.base, triggered.raw), triggered.labels, sensor, ctx.framing, purify,
+                                  triggered.injector)
         reserve_scores = np.concatenate([removed.numpy() for _, _, removed in batches(reserve)])
         return judge_inputs(reserve_scores, self._judged(ctx, clean), self._judged(ctx, attacked),
                             self.false_rejection, self.rejects)

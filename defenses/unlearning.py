@@ -37,7 +37,9 @@ class TriggerUnlearning(ModelRepair):
     epochs: int = 10
     lr: float = 1e-3
     anomaly_threshold: float = 2.0
-    steps: int = 150  # Neural Cleanse optimisation steps per class
+    steps: int = 150  # most Neural Cleanse optimisation steps per class
+    schedule: str = "reference"  # Neural Cleanse's cost schedule: "reference" (early stop) or "fixed"
+    mini_batches: int = 0  # reference schedule: batches per step (0: one pass over the reserve)
 
     name: ClassVar[str] = "nc-unlearning"
     summary: ClassVar[str] = "fine-tune with Neural Cleanse's reversed trigger under true labels"
@@ -47,10 +49,13 @@ class TriggerUnlearning(ModelRepair):
         require(self.epochs >= 1, f"epochs must be >= 1, got {self.epochs}")
         require(self.lr > 0, f"lr must be > 0, got {self.lr}")
         require(self.anomaly_threshold > 0, f"anomaly_threshold must be > 0, got {self.anomaly_threshold}")
-        TriggerSearch(steps=self.steps)
+        self.search()  # validates
+
+    def search(self) -> TriggerSearch:
+        return TriggerSearch(steps=self.steps, schedule=self.schedule, mini_batches=self.mini_batches)
 
     def repair(self, ctx: DefenseContext) -> tuple[Classifier, dict[str, Any]]:
-        triggers = cleanse(ctx, TriggerSearch(steps=self.steps))
+        triggers = cleanse(ctx, self.search())
         anomaly = mad_anomaly_index(np.array([t.norm for t in triggers]), low_is_anomalous=True)
         suspected = int(np.argmax(anomaly))
         details = {**cleanse_details(triggers), "anomaly_index": [round(float(a), 4) for a in anomaly],

@@ -1,16 +1,25 @@
 """The single place where zoo models are called.
 
 Frames arrive as ``[B, T, C, H, W]`` (the dataset layout); models see ``[T, B, C, H, W]``.
-Spiking state is reset before every call, so no membrane potential leaks between batches.
+Spiking state is reset before every call, so no membrane potential leaks between batches. Input is checked
+against the model's :class:`~snnsec.zoo.base.InputSpec` (T, polarities, size, float dtype) in the caller's
+batch-first layout, in one line. :meth:`Classifier.as_module` gives an ``nn.Module`` view for ART and
+torchattacks (:class:`snnsec.api.TorchView`), which calls models through this class too.
 """
 from __future__ import annotations
 
 from collections.abc import Iterator
 from contextlib import contextmanager
+from typing import TYPE_CHECKING
 
 import torch
 from spikingjelly.activation_based import functional
 from torch import Tensor, nn
+
+from snnsec.zoo.base import input_spec_of
+
+if TYPE_CHECKING:
+    from snnsec.api import TorchView
 
 
 class Classifier:
@@ -35,9 +44,35 @@ class Classifier:
         out = self._forward(x)
         return out.transpose(0, 1) if out.dim() == 3 else out
 
+    def logits_and_features(self, x: Tensor) -> tuple[Tensor, Tensor]:
+        """One forward pass, with gradients and in the current mode: time-averaged logits ``[B, K]`` and the
+        output of ``feature_layer`` averaged over time and flattened, ``[B, D]``."""
+        if self.feature_layer is None:
+            raise ValueError("this classifier was built without a feature layer")
+        module = dict(self.net.named_modules())[self.feature_layer]
+        captured: list[Tensor] = []
+        handle = module.register_forward_hook(lambda _m, _i, out: captured.append(out))
+        try:
+            logits = self.logits(x)
+        finally:
+            handle.remove()
+        feats = captured[-1]
+        if feats.dim() >= 3 and feats.shape[1] == x.shape[0]:  # time-major [T, B, ...]
+            feats = feats.mean(0)
+        return logits, feats.flatten(1)
+
+    def as_module(self) -> TorchView:
+        """An ``nn.Module`` view of this classifier for ART and torchattacks (:class:`snnsec.api.TorchView`)."""
+        from snnsec.api import TorchView
+
+        return TorchView(self)
+
     def _forward(self, x: Tensor) -> Tensor:
         """The one model call: fresh state, time-major input, state cleared again afterwards."""
-        if x.dim() != 5:
+        spec = input_spec_of(self.net)
+        if spec is not None:
+            spec.check(x, time_major=False, who="classifier")
+        elif x.dim() != 5:
             raise ValueError(f"expected frames [B, T, C, H, W], got shape {tuple(x.shape)}")
         functional.reset_net(self.net)
         out = self.net(x.transpose(0, 1).contiguous())
@@ -55,20 +90,8 @@ class Classifier:
 
     def features(self, x: Tensor) -> Tensor:
         """Output of ``feature_layer`` averaged over time and flattened: ``[B, D]`` (e.g. firing rates)."""
-        if self.feature_layer is None:
-            raise ValueError("this classifier was built without a feature layer")
-        module = dict(self.net.named_modules())[self.feature_layer]
-        captured: list[Tensor] = []
-        handle = module.register_forward_hook(lambda _m, _i, out: captured.append(out))
-        try:
-            with self.evaluating(), torch.no_grad():
-                self.logits(x)
-        finally:
-            handle.remove()
-        feats = captured[-1]
-        if feats.dim() >= 3 and feats.shape[1] == x.shape[0]:  # time-major [T, B, ...]
-            feats = feats.mean(0)
-        return feats.flatten(1)
+        with self.evaluating(), torch.no_grad():
+            return self.logits_and_features(x)[1]
 
     @contextmanager
     def evaluating(self) -> Iterator[None]:

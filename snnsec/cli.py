@@ -1,14 +1,17 @@
 """Command line: click parses, builds a config and calls the library; errors become one clear line."""
 from __future__ import annotations
 
+import errno
 import json
 import os
 import sys
+import tempfile
 from dataclasses import fields
 from pathlib import Path
 
 import click
 
+from snnsec.checks import MAX_SEED
 from snnsec.errors import SnnsecError
 
 LISTABLE = ("models", "attacks", "triggers", "datasets", "defenses")
@@ -24,6 +27,9 @@ class _Cli(click.Group):
             return super().invoke(ctx)
         except SnnsecError as err:
             raise click.ClickException(str(err)) from None
+        except OSError as err:  # the environment (a full disk, a read-only folder), not the input: one line too
+            where = f" ({err.filename})" if err.filename else ""
+            raise click.ClickException(f"{err.strerror or err}{where}") from None
 
 
 @click.group(cls=_Cli, context_settings={"help_option_names": ["-h", "--help"], "max_content_width": 100})
@@ -48,8 +54,10 @@ DATA_OPTIONS = _options(
     click.option("--data-dir", type=click.Path(file_okay=False, path_type=Path), default=None,
                  envvar="SNNSEC_DATA_DIR", help="Folder holding real datasets [env: SNNSEC_DATA_DIR]."),
     click.option("--frames", "-T", type=int, default=None, help="Time bins T (default: the dataset's)."),
-    click.option("--slicing", type=click.Choice(["time", "count"]), default="time", show_default=True,
-                 help="Equal time windows or equal event counts per bin."),
+    click.option("--slicing", type=click.Choice(["time", "count", "sj-number", "sj-time"]), default="time",
+                 show_default=True,
+                 help="Equal time windows, equal event counts per bin, or spikingjelly's split_by='number' / "
+                      "'time' (Sneaky Spikes' framing: sj-number; the last frame takes the remainder)."),
     click.option("--size", type=int, default=None, help="Resize frames to SIZE x SIZE (default: sensor size)."),
     click.option("--encoding", type=click.Choice(["binary", "counts"]), default="binary", show_default=True),
     click.option("--cache-dir", type=click.Path(file_okay=False, path_type=Path), default=None,
@@ -71,7 +79,7 @@ TRIGGER_OPTIONS = _options(
                  help="A trigger-specific option (repeatable), e.g. --trigger-opt speed=2."),
     click.option("--injection", type=click.Choice(["frame", "event"]), default="frame", show_default=True,
                  help="Paint the trigger on frames, or add synthetic events to the raw stream before framing."),
-    click.option("--seed", type=int, default=0, show_default=True),
+    click.option("--seed", type=click.IntRange(0, MAX_SEED), default=0, show_default=True),
 )
 
 
@@ -79,10 +87,29 @@ def _workspace(options: dict):
     """Pop the workspace options (paths, device) out of ``options``."""
     from snnsec.experiment import Workspace
 
-    return Workspace(
+    workspace = Workspace(
         data_dir=options.pop("data_dir"), cache_dir=options.pop("cache_dir") or _default_cache_dir(),
         out_dir=options.pop("out", Path("reports")), device=options.pop("device", "auto"),
     )
+    _check_writable(workspace.out_dir, "--out")
+    _check_writable(workspace.cache_dir, "--cache-dir")
+    return workspace
+
+
+def _check_writable(folder: Path, option: str) -> None:
+    """Prove now, before any training, that ``folder`` can be created and written: a bad ``--out`` is found
+    in milliseconds, not when the first record is written. Nothing is left behind (the probe is a temporary
+    file in ``folder`` or in its nearest existing parent, which must be a folder)."""
+    existing = folder.expanduser().absolute()
+    while not existing.exists() and existing != existing.parent:
+        existing = existing.parent
+    try:
+        if not existing.is_dir():
+            raise NotADirectoryError(errno.ENOTDIR, f"{existing} is a file, not a folder")
+        with tempfile.TemporaryFile(dir=existing):
+            pass
+    except OSError as err:
+        raise click.BadParameter(f"cannot write to {folder}: {err.strerror or err}", param_hint=option) from None
 
 
 def _attack_config(options: dict):
@@ -115,16 +142,23 @@ ATTACK_OPTIONS = _options(
 )
 
 
+ENERGY_CONVENTIONS = ("measured", "papers", "spikingformer-script")  # snnsec.energy.CONVENTIONS (tested equal)
+
+
 @cli.command()
 @ATTACK_OPTIONS
+@click.option("--energy-convention", type=click.Choice(ENERGY_CONVENTIONS), default="measured", show_default=True,
+              help="How energy is counted: measured (first layer by its input, attention as computed), papers "
+                   "(first layer as MAC), spikingformer-script (attention as Q(K^T V)); see README.")
 def attack(**options) -> None:
     """Train a clean and a backdoored model and report CA, ASR and stealth."""
     from snnsec.experiment import run_attack
 
     as_json = options.pop("as_json")
+    energy_convention = options.pop("energy_convention")
     workspace = _workspace(options)
     config = _attack_config(options)
-    record = run_attack(config, workspace)
+    record = run_attack(config, workspace, energy_convention)
     if as_json:
         click.echo(json.dumps(record.to_dict(), sort_keys=True))
     else:
@@ -212,7 +246,13 @@ def report(out: Path) -> None:
         raise click.ClickException(f"no records.jsonl in {out}; run `snnsec attack --out {out}` first")
     from snnsec.defending import write_defense_tables
 
-    for path in [*write_attack_tables(out), *write_defense_tables(out)]:
+    try:
+        paths = [*write_attack_tables(out), *write_defense_tables(out)]
+    except (KeyError, TypeError, ValueError, AttributeError, IndexError) as err:  # a record missing a field
+        detail = f"missing field {err}" if isinstance(err, KeyError) else " ".join(str(err).split())
+        raise click.ClickException(f"{out / 'records.jsonl'} holds a record the tables cannot use ({detail}); "
+                                   "fix or remove that line") from None
+    for path in paths:
         click.echo(str(path))
 
 

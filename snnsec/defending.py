@@ -9,7 +9,9 @@ from typing import Any
 
 import numpy as np
 
+from snnsec.attacks.poisoning import PoisonConfig
 from snnsec.defenses import DEFENSES, DefenseContext, GroundTruth, create_defense
+from snnsec.defenses.defender_data import split_for_defender
 from snnsec.detection import defense_effectiveness_rate
 from snnsec.errors import ConfigError
 from snnsec.experiment import (
@@ -64,13 +66,31 @@ DEFENSE_COLUMNS = [
 
 def find_attack(run_id: str, out_dir: Path) -> tuple[AttackConfig, str]:
     """The config and full id of the attack record in ``out_dir`` whose run id starts with ``run_id``."""
+    record = find_attack_record(run_id, out_dir)
+    try:
+        return attack_config_of(record), record["run_id"]
+    except (KeyError, TypeError, ValueError) as err:
+        raise ConfigError(f"attack run {record['run_id']} in {out_dir / 'records.jsonl'} is damaged "
+                          f"({type(err).__name__}: {err}); rerun it with `snnsec attack`") from None
+
+
+def find_attack_record(run_id: str, out_dir: Path) -> dict[str, Any]:
+    """The attack record in ``out_dir`` whose run id is ``run_id`` or starts with it. An empty id, no match
+    and several matches (listed) are one-line ConfigErrors."""
+    run_id = run_id.strip()
+    if not run_id:
+        raise ConfigError("--attack-run needs a run id (or a unique prefix of one); see the Run column of "
+                          f"{out_dir / 'attack_results.md'}")
     records = load_records(out_dir / "records.jsonl", "attack") if (out_dir / "records.jsonl").exists() else []
-    matches = [r for r in records if r["run_id"].startswith(run_id)]
-    if len(matches) != 1:
-        what = "no attack run" if not matches else f"{len(matches)} attack runs"
-        raise ConfigError(f"{what} with id {run_id!r} in {out_dir / 'records.jsonl'}; "
+    matches = sorted({r["run_id"] for r in records if r["run_id"].startswith(run_id)})
+    if not matches:
+        raise ConfigError(f"no attack run with id {run_id!r} in {out_dir / 'records.jsonl'}; "
                           f"see the Run column of {out_dir / 'attack_results.md'} (or pass --out)")
-    return attack_config_of(matches[0]), matches[0]["run_id"]
+    if len(matches) > 1:
+        shown = ", ".join(matches[:10]) + (f" and {len(matches) - 10} more" if len(matches) > 10 else "")
+        raise ConfigError(f"{len(matches)} attack runs start with {run_id!r} in {out_dir / 'records.jsonl'}: "
+                          f"{shown}; give more of the id")
+    return next(r for r in records if r["run_id"] == matches[0])
 
 
 def run_defense(config: DefenseConfig, attack: AttackConfig, workspace: Workspace = Workspace(),
@@ -87,22 +107,23 @@ def run_defense(config: DefenseConfig, attack: AttackConfig, workspace: Workspac
     recorded = {r["run_id"] for r in load_records(workspace.out_dir / "records.jsonl", "attack")}
     if attack_run_id is None and (learned or config_hash(attack_record_config(setup, request_id)) not in recorded):
         log("this attack is not recorded here yet: running it first (cached models are reused)")
-        attack_record, model = record_attack(setup, request_id, workspace)
+        attack_record, model, setup = record_attack(setup, request_id, workspace)
         attack_run_id = attack_record.run_id
     else:
-        model = backdoored_model(setup, workspace)
+        model, setup = backdoored_model(setup, workspace)
         attack_run_id = attack_run_id or config_hash(attack_record_config(setup, request_id))
     poison = setup.poison
     targets = tuple(range(setup.num_classes)) if poison.mode == "all-to-all" else (poison.target,)
-    truth = GroundTruth(setup.test_set, setup.triggered_test, np.asarray(setup.poisoned_train.indices), targets,
-                        setup.num_classes)
+    poisoned = np.asarray(setup.poisoned_train.indices)
+    held = split_for_defender(setup.poisoned_train, received_labels(setup.train_set.labels, poisoned, poison,
+                                                                    setup.num_classes),
+                              setup.train_set, setup.train_set.labels, poisoned, config.reserve_rate, config.seed,
+                              setup.raw_train)
+    truth = GroundTruth(setup.test_set, setup.triggered_test, held.poisoned_positions, targets, setup.num_classes)
     ca_before, asr_before = truth.evaluate(model)
-    rng = np.random.default_rng(config.seed)
-    reserve_rows = np.sort(rng.choice(len(setup.train_set), max(1, round(config.reserve_rate * len(setup.train_set))),
-                                      replace=False))
-    ctx = DefenseContext(model=model, train_set=setup.poisoned_train, clean_reserve=setup.train_set.subset(reserve_rows),
+    ctx = DefenseContext(model=model, train_set=held.train_set, clean_reserve=held.clean_reserve,
                          num_classes=setup.num_classes, training=setup.training, build=setup.build, seed=config.seed,
-                         raw_train=setup.raw_train, framing=setup.framing)
+                         reserve_events=held.reserve_events, framing=setup.framing)
     log(f"defense {defense.name} ({defense.family}) against attack run {attack_run_id}")
     clock = time.perf_counter()
     result = defense.defend(ctx, truth)
@@ -119,7 +140,7 @@ def run_defense(config: DefenseConfig, attack: AttackConfig, workspace: Workspac
         "detection": found or None,
         "details": result.details,
         "defense_time_s": round(elapsed, 2),
-        "reserve_samples": len(reserve_rows),
+        "reserve_samples": len(held.clean_reserve), "received_samples": len(held.train_set),
     }
     full_config = {"defense": defense.params(), "reserve_rate": config.reserve_rate, "seed": config.seed,
                    "attack": attack_record_config(setup, request_id), "attack_run_id": attack_run_id,
@@ -134,6 +155,14 @@ def run_defense(config: DefenseConfig, attack: AttackConfig, workspace: Workspac
     append_record(workspace.out_dir / "records.jsonl", record)
     write_defense_tables(workspace.out_dir)
     return record
+
+
+def received_labels(clean_labels: np.ndarray, poisoned: np.ndarray, poison: PoisonConfig,
+                    num_classes: int) -> np.ndarray:
+    """Every training sample's label as the attacker hands it over (poisoned rows relabelled)."""
+    labels = np.array(clean_labels, copy=True)
+    labels[poisoned] = poison.relabel(labels[poisoned], num_classes)
+    return labels
 
 
 def defense_request_id(config: DefenseConfig, attack: AttackConfig) -> str:

@@ -1,11 +1,13 @@
 """Energy of a spiking network from synaptic operations (SOPs), against an ANN of the same shape.
 
-The estimate used across the SNN literature (e.g. Spikformer, Spike-driven Transformer; 45 nm figures from
-Horowitz, ISSCC 2014): a synaptic layer whose inputs are spikes only accumulates, once per input spike and
-outgoing synapse, at ``E_AC = 0.9 pJ``; a layer whose inputs are real-valued (the first conv on event-count
-frames, a layer after BN or after a real-valued residual sum, SEW ADD's integer sums) multiplies and
-accumulates at ``E_MAC = 4.6 pJ`` on every step. Per synaptic layer (Conv1d/2d/3d, Linear, including
-spikingjelly's ``layer.*`` wrappers, which subclass them):
+The estimate follows the ``E = E_MAC * FLOPs + E_AC * SOPs`` model of the Spikformer and Spike-driven
+Transformer papers (45 nm figures from Horowitz, ISSCC 2014), under one of a few named conventions
+(:data:`CONVENTIONS`), because the papers and their code count two things differently (see *Conventions*
+below). The rule per layer: a synaptic layer whose inputs are spikes only accumulates, once per input
+spike and outgoing synapse, at ``E_AC = 0.9 pJ``; a layer whose inputs are real-valued (the first conv on
+event-count frames, a layer after BN or after a real-valued residual sum, SEW ADD's integer sums)
+multiplies and accumulates at ``E_MAC = 4.6 pJ`` on every step. Per synaptic layer (Conv1d/2d/3d, Linear,
+including spikingjelly's ``layer.*`` wrappers, which subclass them):
 
     MACs  = dense multiply-accumulates per sample per time step (bias additions not counted)
     rate  = fraction of non-zero input values, over all steps and samples
@@ -31,21 +33,42 @@ column sum); both rows use the rule above: ``kv`` prices the column sum at one A
 additions of the masked sum), and ``qkv`` prices the mask Q * KV, which the paper does not count as an
 addition, at one AC per Q spike and channel: upper bounds of the paper's count.
 
+Conventions (``measure_energy(..., convention=...)``, ``--energy-convention``; every report and run record
+names the one used):
+
+- ``first_layer``: ``"by-input"`` prices the first synaptic layer by the rule above, so on binary event
+  frames it accumulates (AC at the input's rate), as Spikingformer's energy script (syops-counter) does;
+  ``"mac"`` prices it as MAC on every step whatever its input (``T x MACs x E_MAC``), as the Spikformer and
+  Spike-driven Transformer papers write ``E_MAC * FL_conv^1`` for the encoding layer.
+- ``attention`` (the Spikformer / Spikingformer pair ``<block>.attn.qk``, ``<block>.attn.qkv``):
+  ``"computed"`` counts the products in the order the model computes them, ``(Q K^T) V``, each ``N^2 d``
+  per head; ``"kv-first"`` counts them as Spikingformer's script does, ``Q (K^T V)``, each ``N d^2`` per head
+  (``N / d`` times fewer): the ``qk`` row then holds ``K^T V``, priced at the lower of K's and V's firing
+  rates, and the ``qkv`` row ``Q (K^T V)``, priced at Q's rate (Spikingformer's ``min(k, v) + q``). The
+  Spike-driven Transformer's linear attention is the same in both.
+
+Presets: ``"measured"`` (default: first layer by input, attention as computed; what the hooks see),
+``"papers"`` (first layer as MAC, attention as computed), ``"spikingformer-script"`` (first layer by
+input, attention ``Q (K^T V)``).
+
 The ANN equivalent is the same network run densely once on the same input: ANN MACs = the dense MACs of one
-time step, summed over layers and activation products, priced at E_MAC. Not counted: matrix products between
-activations that no ActivationProduct marks, memory accesses, BN, pooling and neuron updates.
+time step, summed over layers and activation products (attention in the convention's order), priced at
+E_MAC. Not counted: matrix products between activations that no ActivationProduct marks, memory
+accesses, BN, pooling and neuron updates.
 
 Why not spikingjelly 2.x's ``op_counter``: its ``SynOpCounter``/``MACCounter`` (a ``TorchDispatchMode``)
 count exact, padding-aware synaptic operations per aten op, summed over the batch and nested module scopes.
 That is a finer model than the ``rate x T x MACs`` convention the papers report (and ARCHITECTURE.md
 prescribes), it gives no per-layer firing rates or dense MACs, and it runs an extra float64 convolution per
 spiking conv. Forward hooks give the paper convention per layer at the cost of one ``count_nonzero`` per call;
-the tests check that both agree exactly where padding plays no role (Linear and 1x1 convs).
+the tests check that both agree exactly where padding plays no role (Linear and 1x1 convs), and within 10% on
+padded 3x3 convolutions (``rate x MACs`` also counts the synapses a spike at the border would have into the
+zero padding).
 """
 from __future__ import annotations
 
 from collections.abc import Callable
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, field
 from math import prod
 from typing import Any
 
@@ -53,6 +76,7 @@ import torch
 from spikingjelly.activation_based.neuron import BaseNode
 from torch import Tensor, nn
 
+from snnsec.errors import ConfigError
 from snnsec.zoo.transformer_parts import ActivationProduct
 
 #: 45 nm, 32-bit float (Horowitz 2014): a multiply-accumulate and an accumulate, in picojoules.
@@ -60,6 +84,44 @@ E_MAC_PJ = 4.6
 E_AC_PJ = 0.9
 
 SYNAPTIC_TYPES: tuple[type[nn.Module], ...] = (nn.Conv1d, nn.Conv2d, nn.Conv3d, nn.Linear)
+
+FIRST_LAYER_RULES = ("by-input", "mac")
+ATTENTION_ORDERS = ("computed", "kv-first")
+
+
+@dataclass(frozen=True)
+class EnergyConvention:
+    """How two contested parts of the energy are counted (module doc, *Conventions*)."""
+
+    name: str
+    first_layer: str = "by-input"  # "by-input": AC on binary input (Spikingformer's code); "mac": always MAC
+    attention: str = "computed"  # "computed": (Q K^T) V; "kv-first": Q (K^T V) (Spikingformer's script)
+
+    def __post_init__(self) -> None:
+        if self.first_layer not in FIRST_LAYER_RULES:
+            raise ConfigError(f"first_layer must be one of {', '.join(FIRST_LAYER_RULES)}, got {self.first_layer!r}")
+        if self.attention not in ATTENTION_ORDERS:
+            raise ConfigError(f"attention must be one of {', '.join(ATTENTION_ORDERS)}, got {self.attention!r}")
+
+
+#: The named conventions; ``"measured"`` is the default.
+CONVENTIONS: dict[str, EnergyConvention] = {
+    c.name: c for c in (
+        EnergyConvention("measured", first_layer="by-input", attention="computed"),
+        EnergyConvention("papers", first_layer="mac", attention="computed"),
+        EnergyConvention("spikingformer-script", first_layer="by-input", attention="kv-first"),
+    )
+}
+DEFAULT_CONVENTION = "measured"
+
+
+def energy_convention(name: str | EnergyConvention) -> EnergyConvention:
+    """The named convention (a convention passes through); an unknown name lists the known ones."""
+    if isinstance(name, EnergyConvention):
+        return name
+    if name not in CONVENTIONS:
+        raise ConfigError(f"unknown energy convention {name!r}; choose one of {', '.join(CONVENTIONS)}")
+    return CONVENTIONS[name]
 
 
 @dataclass(frozen=True)
@@ -97,6 +159,7 @@ class EnergyReport:
     neurons: tuple[NeuronRate, ...]
     e_mac_pj: float = E_MAC_PJ
     e_ac_pj: float = E_AC_PJ
+    convention: EnergyConvention = field(default_factory=lambda: CONVENTIONS[DEFAULT_CONVENTION])
 
     @property
     def sops(self) -> float:
@@ -180,6 +243,10 @@ class _ProductTally:
         self.left, self.right = _Tally(kind), _Tally(kind)
         self.kind = kind
         self.dense_macs = 0
+        # A matrix product A B taken as the first half of attention (Q K^T): the multiplications of the
+        # re-associated order, K^T V (right operand's elements x d) and Q (K^T V) (left's elements x d).
+        self.kv_first_right = 0
+        self.kv_first_left = 0
 
     def events(self) -> _Tally:
         """The operand whose non-zeros trigger the work: the left one if binary, else the right one."""
@@ -202,14 +269,17 @@ def measure_energy(
     *,
     e_mac_pj: float = E_MAC_PJ,
     e_ac_pj: float = E_AC_PJ,
+    convention: str | EnergyConvention = DEFAULT_CONVENTION,
 ) -> EnergyReport:
-    """Hook ``net``'s synaptic and neuron layers, call ``run()`` once (under ``no_grad``), and price what it did.
+    """Hook ``net``'s synaptic and neuron layers, call ``run()`` once (under ``no_grad``), and price what it
+    did under ``convention`` (a name of :data:`CONVENTIONS` or an :class:`EnergyConvention`).
 
     ``run`` performs the forward pass(es) through the only model-call site, e.g.
     ``lambda: classifier.predict(x)`` (eval mode, no gradients). ``net`` must receive time-major input
     ``[T, B, ...]``, as every zoo model does; T and B are read from that input. Several calls (batches)
     are pooled; they must share T. Results are per sample.
     """
+    convention = energy_convention(convention)
     tallies: dict[str, _Tally | _ProductTally] = {}
     spikes: dict[str, _Tally] = {}
     shapes: list[tuple[int, int]] = []  # (T, B) of each top-level call
@@ -236,6 +306,9 @@ def measure_energy(
             tally.left.add_input(args[0])
             tally.right.add_input(args[1])
             tally.dense_macs += module.macs(args[0], args[1], output)
+            if module.op == "matmul":
+                tally.kv_first_right += args[1].numel() * args[1].shape[-2]
+                tally.kv_first_left += args[0].numel() * args[0].shape[-1]
 
         return hook
 
@@ -274,12 +347,18 @@ def measure_energy(
     time_steps = steps.pop() if spiking else 1
     samples = sum(b for _, b in shapes)
 
+    per_step = samples * time_steps
+    kv_first = _kv_first_rows(tallies, per_step) if convention.attention == "kv-first" else {}
     layers = []
-    for name, tally in tallies.items():
-        macs = round(tally.dense_macs / (samples * time_steps))
+    for index, (name, tally) in enumerate(tallies.items()):
+        macs = round(tally.dense_macs / per_step)
         inputs = tally.events() if isinstance(tally, _ProductTally) else tally
-        rate = inputs.rate
-        spike_driven = spiking and inputs.binary
+        rate, binary = inputs.rate, inputs.binary
+        if name in kv_first:
+            macs, rate, binary = kv_first[name]
+        spike_driven = spiking and binary
+        if index == 0 and convention.first_layer == "mac":
+            spike_driven = False
         effective_rate = rate if spike_driven else 1.0
         sops = effective_rate * time_steps * macs
         layers.append(
@@ -288,7 +367,7 @@ def measure_energy(
                 kind=tally.kind,
                 macs=macs,
                 input_rate=rate,
-                binary_input=inputs.binary,
+                binary_input=binary,
                 priced_as="AC" if spike_driven else "MAC",
                 sops=sops,
                 energy_pj=sops * (e_ac_pj if spike_driven else e_mac_pj),
@@ -311,7 +390,26 @@ def measure_energy(
         neurons=tuple(neurons),
         e_mac_pj=e_mac_pj,
         e_ac_pj=e_ac_pj,
+        convention=convention,
     )
 
 
-__all__ = ["E_AC_PJ", "E_MAC_PJ", "EnergyReport", "LayerEnergy", "NeuronRate", "measure_energy"]
+def _kv_first_rows(tallies: dict[str, _Tally | _ProductTally], per_step: int) -> dict[str, tuple[int, float, bool]]:
+    """``{name: (macs, rate, binary)}`` of attention products counted as ``Q (K^T V)``: for each pair of matrix
+    products ``<attn>.qk`` (Q K^T) and ``<attn>.qkv`` ((Q K^T) V), the ``qk`` row becomes K^T V (priced at the
+    lower of K's and V's rates, as Spikingformer's script) and the ``qkv`` row Q (K^T V) (priced at Q's)."""
+    rows: dict[str, tuple[int, float, bool]] = {}
+    for name, scores in tallies.items():
+        values = tallies.get(f"{name}v")
+        if not (name.endswith(".qk") and isinstance(scores, _ProductTally) and isinstance(values, _ProductTally)
+                and scores.kind == values.kind == "MatMul"):
+            continue
+        q, k, v = scores.left, scores.right, values.right
+        low = min((k, v), key=lambda t: t.rate)
+        rows[name] = (round(scores.kv_first_right / per_step), low.rate, k.binary and v.binary)
+        rows[f"{name}v"] = (round(scores.kv_first_left / per_step), q.rate, q.binary)
+    return rows
+
+
+__all__ = ["CONVENTIONS", "DEFAULT_CONVENTION", "E_AC_PJ", "E_MAC_PJ", "EnergyConvention", "EnergyReport",
+           "LayerEnergy", "NeuronRate", "energy_convention", "measure_energy"]

@@ -19,3 +19,7 @@ class ConfigError(SnnsecError, ValueError):
 
 class DataNotFoundError(SnnsecError, FileNotFoundError):
     """A dataset's files are missing; the message names the expected layout and where to get them."""
+
+
+class DataError(SnnsecError, ValueError):
+    """A dataset file is unreadable or holds invalid events; the message names the file and what is wrong."""

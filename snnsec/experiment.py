@@ -1,6 +1,7 @@
 """The attack pipeline: data -> frames -> clean model -> poisoned training -> backdoored model -> metrics."""
 from __future__ import annotations
 
+import os
 import time
 from dataclasses import asdict, dataclass, field, fields, replace
 from datetime import datetime, timezone
@@ -14,9 +15,12 @@ import torch
 import snnsec.attacks  # noqa: F401  (registers triggers)
 import snnsec.datasets  # noqa: F401  (registers datasets)
 import snnsec.zoo  # noqa: F401  (registers models)
-from snnsec.artifacts import load_model, save_model
+from snnsec import integrity
+from snnsec.api import save_poisoned_indices
+from snnsec.artifacts import MODEL_FORMAT, load_cached_model, remove_training_state, save_model
 from snnsec.attacks import TRIGGERS, PoisonConfig, Trigger, create_trigger
 from snnsec.attacks.event_injection import (
+    EVENT_TRIGGERS,
     EventInjector,
     create_injector,
     frame_pair,
@@ -24,9 +28,11 @@ from snnsec.attacks.event_injection import (
     event_triggered_test_set,
 )
 from snnsec.attacks.poisoning import FrameDataset, poison_training_set, triggered_test_set
+from snnsec.checks import check_seed, check_types
 from snnsec.classifier import Classifier
 from snnsec.datasets import DATASETS
-from snnsec.energy import EnergyReport, measure_energy
+from snnsec.energy import DEFAULT_CONVENTION, EnergyConvention, EnergyReport, measure_energy
+from snnsec.energy import energy_convention as energy_convention_of
 from snnsec.errors import ConfigError
 from snnsec.framing import FramingConfig, encode, frame_dataset
 from snnsec.progress import log
@@ -34,6 +40,7 @@ from snnsec.records import Column, RunRecord, append_record, config_hash, load_r
 from snnsec.stealth import TriggerPairs, measure_stealth
 from snnsec.training import TrainConfig, accuracy, seed_everything, train
 from snnsec.zoo import MODELS, InputSpec
+from snnsec.zoo.base import input_spec_of
 
 
 @dataclass(frozen=True)
@@ -69,7 +76,7 @@ class Workspace:
     """Where things are read and written; not part of a run's identity."""
 
     data_dir: Path | None = None
-    cache_dir: Path = field(default_factory=lambda: Path.home() / ".cache" / "snnsec")
+    cache_dir: Path = field(default_factory=lambda: default_cache_dir())  # SNNSEC_CACHE_DIR, else ~/.cache/snnsec
     out_dir: Path = Path("reports")
     device: str = "auto"
 
@@ -82,6 +89,11 @@ class Workspace:
             return torch.device(self.device)
         except RuntimeError:
             raise ConfigError(f"unknown device {self.device!r}; use auto, cpu, cuda or cuda:N") from None
+
+
+def default_cache_dir() -> Path:
+    """The frame and model cache: ``SNNSEC_CACHE_DIR`` when set (as the CLI reads it), else ``~/.cache/snnsec``."""
+    return Path(os.environ.get("SNNSEC_CACHE_DIR") or Path.home() / ".cache" / "snnsec")
 
 
 INJECTIONS = ("frame", "event")
@@ -105,6 +117,7 @@ ATTACK_COLUMNS = [
     Column("SSIM", "metrics.ssim"),
     Column("Energy (uJ)", "metrics.energy_mj", scale=1000.0),
     Column("ANN (uJ)", "metrics.ann_energy_mj", scale=1000.0),
+    Column("E. conv.", "metrics.energy_convention"),  # the energy convention (snnsec.energy.CONVENTIONS)
     Column("Fire rate", "metrics.firing_rate"),
     Column("Run", "run_id"),
 ]
@@ -112,17 +125,24 @@ ATTACK_COLUMNS = [
 
 def resolve(config: AttackConfig) -> AttackConfig:
     """Fill dataset-dependent defaults and validate names, so the record holds the full config."""
-    spec = DATASETS.get(config.dataset)
-    MODELS.get(config.model)
-    TRIGGERS.get(config.trigger)
-    if config.size is not None and config.size < 4:
-        raise ConfigError(f"--size must be >= 4 pixels, got {config.size}")
-    frames = config.frames if config.frames is not None else spec.default_frames
     # Validate everything before any data is read: bad input fails in milliseconds, not after framing.
+    check_types(config, "attack config")
+    check_seed(config.seed)
+    spec = DATASETS.get(config.dataset)
+    entry = MODELS.get(config.model)
+    TRIGGERS.get(config.trigger)
+    frames = config.frames if config.frames is not None else spec.default_frames
+    width, height, polarities = spec.info.sensor_size
+    if config.size is not None and not MIN_FRAME_SIZE <= config.size <= max(width, height):
+        raise ConfigError(f"--size must be in [{MIN_FRAME_SIZE}, {max(width, height)}] pixels for {config.dataset} "
+                          f"({width}x{height} sensor; SSIM's 7x7 window needs 7), got {config.size}")
     FramingConfig(frames=frames, slicing=config.slicing, encoding=config.encoding)
+    side = (height, width) if config.size is None else (config.size, config.size)
+    entry.resolve_config(config.model_config, InputSpec(frames, polarities, *side, spec.info.num_classes))
     PoisonConfig(rate=config.poison_rate, target=config.target, mode=config.mode).check_classes(spec.info.num_classes)
     if config.injection not in INJECTIONS:
         raise ConfigError(f"injection must be one of {', '.join(INJECTIONS)}; got {config.injection!r}")
+    _check_trigger_options(config)
     if config.injection == "event":
         _make_injector(replace(config, trigger_value=config.trigger_value or 1.0), frames)
     else:
@@ -133,6 +153,31 @@ def resolve(config: AttackConfig) -> AttackConfig:
     if value is None and config.encoding == "binary":
         value = 1.0
     return replace(config, frames=frames, trigger_value=value)
+
+
+#: Smallest framed side: SSIM's 7x7 window (Wang et al. 2004; scikit-image's default) needs
+#: frames of at least 7x7 (at 4 or 6 pixels the stealth metric fails after both models were trained).
+MIN_FRAME_SIZE = 7
+
+#: Trigger parameters set by top-level attack options, never through ``--trigger-opt``.
+TOP_LEVEL_TRIGGER_OPTIONS = {"size": "--trigger-size", "position": "--position", "polarity": "--polarity",
+                             "value": "--trigger-value", "seed": "--seed", "bins": "--frames",
+                             "events_per_pixel_per_bin": "--trigger-value"}
+
+
+def _check_trigger_options(config: AttackConfig) -> None:
+    """Trigger options are (name, value) pairs naming options of the trigger itself; one that a top-level
+    option sets points at that option, an unknown one lists the trigger's own options."""
+    triggers = EVENT_TRIGGERS if config.injection == "event" else TRIGGERS
+    own = sorted({f.name for f in fields(triggers.get(config.trigger))} - set(TOP_LEVEL_TRIGGER_OPTIONS))
+    for key, _ in config.trigger_options:
+        if key in TOP_LEVEL_TRIGGER_OPTIONS:
+            flag = TOP_LEVEL_TRIGGER_OPTIONS[key]
+            raise ConfigError(f"trigger option {key!r} is set by the attack option {flag} (sweep field "
+                              f"{flag[2:].replace('-', '_')}), not by --trigger-opt")
+        if key not in own:
+            raise ConfigError(f"trigger {config.trigger!r} has no option {key!r}; its --trigger-opt options: "
+                              f"{', '.join(own) or '(none)'}")
 
 
 @dataclass
@@ -187,7 +232,7 @@ def prepare_attack(config: AttackConfig, workspace: Workspace = Workspace()) -> 
     framing = _framing(config)
     (train_set, raw_train), (test_set, raw_test), data_key = _load_frames(config, framing, workspace)
     if config.trigger_value is None:
-        config = replace(config, trigger_value=_high_count(train_set))
+        config = replace(config, trigger_value=_high_count(train_set, seed=config.seed))
     poison = PoisonConfig(rate=config.poison_rate, target=config.target, mode=config.mode, seed=config.seed)
     num_classes = DATASETS.get(config.dataset).info.num_classes
     if config.injection == "event":
@@ -195,7 +240,7 @@ def prepare_attack(config: AttackConfig, workspace: Workspace = Workspace()) -> 
         poisoned_train = event_poison_training_set(train_set, raw_train, trigger, framing, poison, num_classes)
         triggered_test = event_triggered_test_set(test_set, raw_test, trigger, framing, poison, num_classes)
     else:
-        trigger = _make_trigger(config).fit(_sample_frames(train_set))
+        trigger = _make_trigger(config).fit(_sample_frames(train_set, seed=config.seed))
         poisoned_train = poison_training_set(train_set, trigger, poison, num_classes)
         triggered_test = triggered_test_set(test_set, trigger, poison, num_classes)
     frames_shape = train_set[0][0].shape  # [T, P, H, W]
@@ -206,9 +251,19 @@ def prepare_attack(config: AttackConfig, workspace: Workspace = Workspace()) -> 
     training = _training(config, entry.recipe_for(config.model_config))
     config = replace(config, lr=training.lr)
     model_identity = {"data": data_key, "model": config.model, "model_config": asdict(model_config),
-                      "training": asdict(training)}
+                      "training": asdict(training), "runtime": runtime_identity(device)}
     return AttackSetup(config, framing, train_set, test_set, data_key, poison, trigger, poisoned_train,
                        triggered_test, input_spec, model_config, training, model_identity, device, raw_train, raw_test)
+
+
+def runtime_identity(device: torch.device) -> dict[str, Any]:
+    """What, besides the config, changes a trained model's numbers: the device (and GPU model), the CPU
+    thread count on the CPU (float summation order; unused by GPU kernels), and the version of the model
+    format and training code (:data:`snnsec.artifacts.MODEL_FORMAT`). Part of every model's cache identity
+    and of the run id: a 1-thread and a 2-thread CPU run are different runs."""
+    cuda = device.type == "cuda"
+    return {"device": device.type, "device_name": torch.cuda.get_device_name(device) if cuda else None,
+            "threads": None if cuda else torch.get_num_threads(), "model_format": MODEL_FORMAT}
 
 
 def _training(config: AttackConfig, recipe) -> TrainConfig:
@@ -224,38 +279,47 @@ def clean_model(setup: AttackSetup, workspace: Workspace) -> Classifier:
     return _trained(setup.build, setup.train_set, setup.training, setup.clean_identity, workspace, "clean model")
 
 
-def backdoored_model(setup: AttackSetup, workspace: Workspace) -> Classifier:
-    """The model trained on the poisoned training set (cached by identity). Learned triggers are trained
-    jointly with it; ``setup`` then holds the trained trigger and the test set it triggers."""
+def backdoored_model(setup: AttackSetup, workspace: Workspace) -> tuple[Classifier, AttackSetup]:
+    """The model trained on the poisoned training set (cached by identity), and the attack setup to
+    evaluate it with: ``setup`` itself, or for a learned trigger (trained jointly with the model) a new
+    setup holding the trained trigger and the training and test sets it triggers. ``setup`` is not changed."""
     if hasattr(setup.trigger, "train_backdoor"):
         classifier, trigger = _trained_jointly(setup.build, setup.trigger, setup.train_set, setup.poison,
                                                setup.training, setup.num_classes, setup.attack_identity, workspace)
-        setup.trigger = trigger
-        setup.poisoned_train = poison_training_set(setup.train_set, trigger, setup.poison, setup.num_classes)
-        setup.triggered_test = triggered_test_set(setup.test_set, trigger, setup.poison, setup.num_classes)
-        return classifier
+        trained = replace(
+            setup, trigger=trigger,
+            poisoned_train=poison_training_set(setup.train_set, trigger, setup.poison, setup.num_classes),
+            triggered_test=triggered_test_set(setup.test_set, trigger, setup.poison, setup.num_classes))
+        return classifier, trained
     return _trained(setup.build, setup.poisoned_train, setup.training, setup.attack_identity, workspace,
-                    "backdoored model")
+                    "backdoored model"), setup
 
 
-def run_attack(config: AttackConfig, workspace: Workspace = Workspace()) -> RunRecord:
-    """Run (or reuse the cached parts of) one backdoor attack and append its record to the reports."""
-    return record_attack(prepare_attack(config, workspace), config_hash(asdict(config)), workspace)[0]
+def run_attack(config: AttackConfig, workspace: Workspace = Workspace(),
+               energy_convention: str = DEFAULT_CONVENTION) -> RunRecord:
+    """Run (or reuse the cached parts of) one backdoor attack and append its record to the reports;
+    energies are counted under ``energy_convention`` (:data:`snnsec.energy.CONVENTIONS`)."""
+    return record_attack(prepare_attack(config, workspace), config_hash(asdict(config)), workspace,
+                         energy_convention)[0]
 
 
-def record_attack(setup: AttackSetup, request_id: str, workspace: Workspace) -> tuple[RunRecord, Classifier]:
+def record_attack(setup: AttackSetup, request_id: str, workspace: Workspace,
+                  energy_convention: str = DEFAULT_CONVENTION) -> tuple[RunRecord, Classifier, AttackSetup]:
     """Train (or load) both models of a prepared attack, evaluate them and append the record; returns the
-    record and the backdoored model (``setup`` then holds a learned trigger in its trained state)."""
+    record, the backdoored model and the setup it was evaluated with (see :func:`backdoored_model`).
+    Energies are counted under ``energy_convention``, which the record names."""
+    convention = energy_convention_of(energy_convention)  # an unknown name fails before any training
     started, clock = datetime.now(timezone.utc), time.perf_counter()
     clean = clean_model(setup, workspace)
     attack_identity = setup.attack_identity  # before a learned trigger is trained: the cache key
-    backdoored = backdoored_model(setup, workspace)
+    backdoored, setup = backdoored_model(setup, workspace)
     test_set, triggered_test = setup.test_set, setup.triggered_test
 
     log("evaluating")
     ca_clean, ca_backdoor = accuracy(clean, test_set), accuracy(backdoored, test_set)
     stealth = measure_stealth(setup.stealth_pairs())
-    energy = {"clean_model": _energy(clean, test_set), "backdoored_model": _energy(backdoored, test_set)}
+    energy = {"clean_model": _energy(clean, test_set, convention=convention),
+              "backdoored_model": _energy(backdoored, test_set, convention=convention)}
     metrics: dict[str, Any] = {
         "ca_clean": ca_clean,
         "ca_backdoor": ca_backdoor,
@@ -264,6 +328,7 @@ def record_attack(setup: AttackSetup, request_id: str, workspace: Workspace) -> 
         "asr_clean_model": accuracy(clean, triggered_test),
         **stealth.to_dict(),
         **_energy_totals(energy["backdoored_model"]),
+        "energy_convention": convention.name,
         "energy_detail": {name: report.to_dict() for name, report in energy.items()},
         "poisoned_samples": int(len(setup.poisoned_train.indices)),
         "train_samples": len(setup.train_set),
@@ -271,24 +336,29 @@ def record_attack(setup: AttackSetup, request_id: str, workspace: Workspace) -> 
         "asr_samples": len(triggered_test),
     }
     full_config = attack_record_config(setup, request_id)
+    if convention.name != DEFAULT_CONVENTION:  # other numbers, another run id (the default keeps the old ids)
+        full_config["energy_convention"] = convention.name
     record = RunRecord(
         kind="attack", run_id=config_hash(full_config), config=full_config, metrics=metrics,
         started=started.isoformat(timespec="seconds"),
         finished=datetime.now(timezone.utc).isoformat(timespec="seconds"),
         duration_s=round(time.perf_counter() - clock, 2),
         artifacts={"clean_model": str(model_path(workspace, setup.clean_identity)),
-                   "backdoored_model": str(model_path(workspace, attack_identity))},
+                   "backdoored_model": str(model_path(workspace, attack_identity)),
+                   "poisoned_indices": str(save_poisoned_indices(workspace.out_dir, config_hash(full_config),
+                                                                 setup.poisoned_train.indices))},
     )
     append_record(workspace.out_dir / "records.jsonl", record)
     write_attack_tables(workspace.out_dir)
-    return record, backdoored
+    return record, backdoored, setup
 
 
 def attack_record_config(setup: AttackSetup, request_id: str) -> dict[str, Any]:
     """An attack record's config (its hash is the run id): the full resolved config, named choices plus
     what they resolved to, and the id of the request as given."""
     return {**asdict(setup.config), "request_id": request_id, "trigger_params": setup.trigger.params(),
-            "model_params": asdict(setup.model_config), "data_version": setup.data_key["events"]}
+            "model_params": asdict(setup.model_config), "data_version": setup.data_key["events"],
+            "runtime": setup.model_identity["runtime"]}
 
 
 def attack_config_of(record: dict[str, Any]) -> AttackConfig:
@@ -323,18 +393,21 @@ def _load_frames(config: AttackConfig, framing: FramingConfig, workspace: Worksp
     return sets[0], sets[1], {"dataset": config.dataset, "events": keys, "framing": asdict(framing)}
 
 
-def _high_count(train_set: FrameDataset, samples: int = 256) -> float:
+def _high_count(train_set: FrameDataset, samples: int = 256, seed: int = 0) -> float:
     """Trigger value on count frames: the 99th percentile of non-zero pixel counts (at least 1), so a
-    trigger pixel is as bright as the data's active pixels (a value of 1 drowns where events are dense)."""
-    counts = np.asarray(train_set.counts[: min(samples, len(train_set.counts))])
+    trigger pixel is as bright as the data's active pixels (a value of 1 drowns where events are dense).
+    Read on a seeded class-stratified sample (:func:`_sample_rows`), not the first rows: tonic's sets
+    are sorted by class."""
+    counts = np.asarray(train_set.counts[train_set.rows[_sample_rows(train_set.labels, samples, seed)]])
     nonzero = counts[counts > 0]
     return float(max(1.0, np.ceil(np.percentile(nonzero, 99)))) if nonzero.size else 1.0
 
 
-def _energy(classifier: Classifier, test_set: FrameDataset, samples: int = 64) -> EnergyReport:
-    """Synaptic operations and energy per sample, measured on the first clean test samples."""
+def _energy(classifier: Classifier, test_set: FrameDataset, samples: int = 64,
+            convention: str | EnergyConvention = DEFAULT_CONVENTION) -> EnergyReport:
+    """Synaptic operations and energy per sample, measured on a class-stratified sample of clean test samples."""
     x = _sample_frames(test_set, samples).to(classifier.device)
-    return measure_energy(classifier.net, lambda: classifier.predict(x))
+    return measure_energy(classifier.net, lambda: classifier.predict(x), convention=convention)
 
 
 def _energy_totals(report: EnergyReport) -> dict[str, float]:
@@ -343,9 +416,23 @@ def _energy_totals(report: EnergyReport) -> dict[str, float]:
             "ann_energy_mj": report.ann_energy_mj, "firing_rate": report.mean_firing_rate}
 
 
-def _sample_frames(dataset: FrameDataset, samples: int = 256) -> torch.Tensor:
-    """The first ``samples`` training frames, encoded, for data-dependent triggers."""
-    return torch.stack([dataset[i][0] for i in range(min(samples, len(dataset)))])
+def _sample_rows(labels: np.ndarray, samples: int, seed: int) -> np.ndarray:
+    """Up to ``samples`` row indices (ascending) drawn class by class: each class's rows in a seeded
+    random order, taken round-robin over the classes (every class is represented once ``samples`` is at
+    least the number of classes; the whole set when it has at most ``samples`` rows)."""
+    labels = np.asarray(labels)
+    if len(labels) <= samples:
+        return np.arange(len(labels))
+    rng = np.random.default_rng([seed, 0x57A7])
+    shuffled = [rng.permutation(np.flatnonzero(labels == c)) for c in np.unique(labels)]
+    order = [rows[k] for k in range(max(len(r) for r in shuffled)) for rows in shuffled if k < len(rows)]
+    return np.sort(np.asarray(order[:samples], dtype=np.int64))
+
+
+def _sample_frames(dataset: FrameDataset, samples: int = 256, seed: int = 0) -> torch.Tensor:
+    """Encoded frames of a seeded class-stratified sample of ``dataset`` (:func:`_sample_rows`), for
+    data-fitted triggers and energy estimates; never just the first rows (tonic's sets are sorted by class)."""
+    return torch.stack([dataset[int(i)][0] for i in _sample_rows(dataset.labels, samples, seed)])
 
 
 def _make_trigger(config: AttackConfig) -> Trigger:
@@ -372,14 +459,22 @@ def _trained_jointly(build, trigger, train_set: FrameDataset, poison: PoisonConf
     path = model_path(workspace, identity)
     generator_path = path.with_name(f"{path.stem}-generator.safetensors")
     classifier = build()
+    integrity.sweep_temps(path.parent)
     if path.exists() and generator_path.exists():
-        log(f"backdoored model: reusing {path} and {generator_path}")
-        load_model(path, classifier.net)
-        classifier.net.eval()
-        return classifier, trigger.load_generator(generator_path).to(classifier.device)
-    result = trigger.train_backdoor(classifier, train_set, poison, training, num_classes)
+        if (integrity.usable(generator_path, "cached trigger generator", generator_path.with_suffix(".json"))
+                and load_cached_model(path, classifier.net, "cached backdoored model")):
+            log(f"backdoored model: reusing {path} and {generator_path}")
+            classifier.net.eval()
+            return classifier, trigger.load_generator(generator_path).to(classifier.device)
+        classifier = build()  # the failed load may have filled some weights
+    partial_path = path.with_name(f"{path.stem}.partial.pt")
+    if partial_path.exists() and integrity.usable(partial_path, "resume checkpoint"):
+        log(f"backdoored model: resuming joint training from the last finished epoch ({partial_path})")
+    result = trigger.train_backdoor(classifier, train_set, poison, training, num_classes, checkpoint=partial_path)
+    remove_training_state(partial_path)
     result.trigger.save_generator(generator_path)  # generator first: the classifier file marks "done"
-    save_model(path, classifier.net, {**identity, "loss_per_epoch": result.history["loss"],
+    save_model(path, classifier.net, {**identity, "input_spec": asdict(input_spec_of(classifier.net)),
+                                      "loss_per_epoch": result.history["loss"],
                                       "generator_loss_per_epoch": result.history["generator_loss"],
                                       "generator_digest": result.trigger.generator_digest()})
     return result.classifier, result.trigger.to(classifier.device)
@@ -389,16 +484,20 @@ def _trained(build, dataset, training: TrainConfig, identity: dict, workspace: W
     """A model trained on ``dataset``, loaded from the cache when the same identity was trained before."""
     path = model_path(workspace, identity)
     classifier = build()
+    integrity.sweep_temps(path.parent)
     if path.exists():
-        log(f"{label}: reusing {path}")
-        load_model(path, classifier.net)
-        classifier.net.eval()
-        return classifier
+        if load_cached_model(path, classifier.net, f"cached {label}"):
+            log(f"{label}: reusing {path}")
+            classifier.net.eval()
+            return classifier
+        classifier = build()  # the failed load may have filled some weights
     partial = path.with_name(f"{path.stem}.partial.pt")
-    if partial.exists():
+    if partial.exists() and integrity.usable(partial, "resume checkpoint"):
         log(f"{label}: resuming from the last finished epoch ({partial})")
     history = train(classifier, dataset, training, label=f"training {label}", checkpoint=partial)
-    save_model(path, classifier.net, {**identity, "loss_per_epoch": history})
+    remove_training_state(partial)
+    save_model(path, classifier.net, {**identity, "input_spec": asdict(input_spec_of(classifier.net)),
+                                      "loss_per_epoch": history})
     return classifier
 
 
@@ -412,7 +511,7 @@ def trigger_example(config: AttackConfig, workspace: Workspace, split: str = "te
     if not 0 <= index < len(frames_set):
         raise ConfigError(f"--index must be in [0, {len(frames_set) - 1}] for the {split} split, got {index}")
     if config.trigger_value is None:
-        config = replace(config, trigger_value=_high_count(train_set))
+        config = replace(config, trigger_value=_high_count(train_set, seed=config.seed))
     clean, label = frames_set[index]
     if config.injection == "event":
         spec = DATASETS.get(config.dataset)
@@ -420,5 +519,5 @@ def trigger_example(config: AttackConfig, workspace: Workspace, split: str = "te
         events, _ = raw[int(frames_set.rows[index])]
         _, triggered = frame_pair(events, raw.info.sensor_size, _make_injector(config, framing.frames), framing)
     else:
-        triggered = _make_trigger(config).fit(_sample_frames(train_set)).apply(clean)
+        triggered = _make_trigger(config).fit(_sample_frames(train_set, seed=config.seed)).apply(clean)
     return clean, triggered, label

@@ -1,16 +1,24 @@
-"""Run records (one JSON line per run, keyed by a hash of the full config) and the tables made from them."""
+"""Run records (one JSON line per run, keyed by a hash of the full config) and the tables made from them.
+
+``records.jsonl`` survives damage and races: a line that does not parse is skipped with a warning naming the
+file and line; an append always starts on a fresh line; appends and table writes hold the folder's lock
+(:func:`snnsec.integrity.locked`) and tables are replaced atomically, from the records as they are then.
+"""
 from __future__ import annotations
 
 import csv
 import hashlib
 import io
 import json
+import os
 import platform
 from collections.abc import Iterable, Sequence
 from dataclasses import asdict, dataclass, field
 from importlib.metadata import PackageNotFoundError, version
 from pathlib import Path
 from typing import Any
+
+from snnsec import integrity
 
 TRACKED_PACKAGES = ("snnsec", "torch", "spikingjelly", "tonic", "numpy", "scikit-learn", "scikit-image")
 
@@ -21,10 +29,12 @@ def config_hash(config: dict[str, Any]) -> str:
 
 
 def package_versions() -> dict[str, str]:
-    """Versions of what produced a result, and the CPU thread count (it changes float summation order)."""
+    """Versions of what produced a result, the CPU thread count (it changes float summation order), the CPU
+    architecture and the CUDA build."""
     import torch
 
-    found = {"python": platform.python_version(), "torch_threads": str(torch.get_num_threads())}
+    found = {"python": platform.python_version(), "torch_threads": str(torch.get_num_threads()),
+             "machine": platform.machine(), "cuda": str(torch.version.cuda)}
     for name in TRACKED_PACKAGES:
         try:
             found[name] = version(name)
@@ -50,23 +60,74 @@ class RunRecord:
 
 
 def append_record(path: Path, record: RunRecord) -> None:
-    """Append one JSON line; earlier runs are never rewritten."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    with path.open("a") as f:
-        f.write(json.dumps(record.to_dict(), sort_keys=True) + "\n")
+    """Append one JSON line under the folder's lock, on a fresh line (after a line cut short by a kill, a
+    newline is written first), and flush it to disk; earlier runs are never rewritten."""
+    line = (json.dumps(record.to_dict(), sort_keys=True) + "\n").encode()
+    with integrity.locked(path.parent):
+        fd = os.open(path, os.O_RDWR | os.O_APPEND | os.O_CREAT, 0o644)
+        try:
+            size = os.fstat(fd).st_size
+            if size and os.pread(fd, 1, size - 1) != b"\n":
+                line = b"\n" + line
+            view = memoryview(line)
+            while view:
+                view = view[os.write(fd, view):]
+            os.fsync(fd)
+        finally:
+            os.close(fd)
 
 
-def load_records(path: Path, kind: str | None = None) -> list[dict[str, Any]]:
-    """All records in ``path`` (the latest record wins when a run id repeats), optionally of one kind."""
+class Records(list):
+    """Records loaded from ``path`` (of ``kind``), and how long the file was then: tables written from them
+    are regenerated from the file when it has grown since (a record appended by another process)."""
+
+    def __init__(self, items: Iterable[dict[str, Any]], path: Path, kind: str | None, size: int) -> None:
+        super().__init__(items)
+        self.path, self.kind, self.size = path, kind, size
+
+    def stale(self) -> bool:
+        try:
+            return self.path.stat().st_size != self.size
+        except FileNotFoundError:
+            return self.size != 0
+
+
+_warned: set[tuple[str, int, str]] = set()  # damaged lines already reported by this process
+
+
+def load_records(path: Path, kind: str | None = None) -> Records:
+    """All records in ``path`` (the latest record wins when a run id repeats), optionally of one kind. A
+    line that is not a run record (damaged, cut short) is skipped with a warning naming file and line."""
     if not path.exists():
-        return []
+        return Records([], path, kind, 0)
+    with integrity.locked(path.parent, shared=True):
+        data = path.read_bytes()
     latest: dict[str, dict[str, Any]] = {}
-    for line in path.read_text().splitlines():
-        if line.strip():
-            rec = json.loads(line)
-            if kind is None or rec["kind"] == kind:
-                latest[rec["run_id"]] = rec
-    return list(latest.values())
+    for number, line in enumerate(data.split(b"\n"), 1):
+        if not line.strip():
+            continue
+        rec = _parse(path, number, line)
+        if rec is not None and (kind is None or rec["kind"] == kind):
+            latest[rec["run_id"]] = rec
+    return Records(latest.values(), path, kind, len(data))
+
+
+def _parse(path: Path, number: int, line: bytes) -> dict[str, Any] | None:
+    """The record on one line, or None (reported once per process) when the line is not one."""
+    try:
+        rec = json.loads(line)
+        if not (isinstance(rec, dict) and isinstance(rec.get("run_id"), str) and isinstance(rec.get("kind"), str)
+                and isinstance(rec.get("config"), dict) and isinstance(rec.get("metrics"), dict)):
+            raise ValueError("not a run record (kind, run_id, config and metrics expected)")
+        return rec
+    except ValueError as err:  # JSONDecodeError and UnicodeDecodeError included
+        seen = (str(path), number, hashlib.sha256(line).hexdigest())
+        if seen not in _warned:
+            _warned.add(seen)
+            reason = (f"not JSON: {err.msg} at column {err.colno}" if isinstance(err, json.JSONDecodeError)
+                      else str(err).splitlines()[0][:120])
+            integrity.report(f"{path} line {number}: damaged record skipped ({reason})")
+        return None
 
 
 def flatten(data: dict[str, Any], prefix: str = "") -> dict[str, Any]:
@@ -136,14 +197,20 @@ def csv_table(records: Iterable[dict[str, Any]]) -> str:
 
 
 def write_tables(records: Sequence[dict[str, Any]], columns: Sequence[Column], out_dir: Path, stem: str, caption: str) -> list[Path]:
-    """Regenerate ``stem``.md/.csv/.tex in ``out_dir`` from all records; returns the paths written."""
-    flat = sorted((flatten(r) for r in records), key=lambda r: r.get("finished", ""))
-    out_dir.mkdir(parents=True, exist_ok=True)
-    paths = {
-        out_dir / f"{stem}.md": f"# {caption}\n\n" + markdown_table(flat, columns),
-        out_dir / f"{stem}.csv": csv_table(flat),
-        out_dir / f"{stem}.tex": latex_table(flat, columns, caption),
-    }
-    for path, text in paths.items():
-        path.write_text(text)
+    """Regenerate ``stem``.md/.csv/.tex in ``out_dir`` from all records; returns the paths written.
+
+    Runs under ``out_dir``'s lock and replaces each file atomically (a kill leaves the old table or the new
+    one). Records from :func:`load_records` are re-read first if their file has grown since, so a writer
+    that was delayed never replaces newer tables with older ones."""
+    with integrity.locked(out_dir):
+        if isinstance(records, Records) and records.stale():
+            records = load_records(records.path, records.kind)
+        flat = sorted((flatten(r) for r in records), key=lambda r: r.get("finished", ""))
+        paths = {
+            out_dir / f"{stem}.md": f"# {caption}\n\n" + markdown_table(flat, columns),
+            out_dir / f"{stem}.csv": csv_table(flat),
+            out_dir / f"{stem}.tex": latex_table(flat, columns, caption),
+        }
+        for path, text in paths.items():
+            integrity.atomic_write_text(path, text)
     return list(paths)

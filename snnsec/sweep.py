@@ -7,58 +7,127 @@ A sweep spec is JSON::
 ``base`` and each grid axis name :class:`~snnsec.experiment.AttackConfig` fields. An optional
 ``"defenses"`` list runs defenses against every attack of the grid, each a name or an object
 ``{"defense": "strip", "options": {"overlays": 16}, "reserve_rate": 0.05}``. Records go to the
-workspace's out dir; a run whose request (the unresolved config) is already recorded there is skipped,
-so an interrupted sweep resumes where it stopped.
+workspace's out dir (``reports/<name>`` by default, so ``name`` must be a plain folder name); a run whose
+request (the unresolved config) is already recorded there is skipped, so an interrupted sweep resumes where
+it stopped. Keys other than ``name``, ``base``, ``grid`` and ``defenses`` are errors, and every config of
+the grid is type-checked and resolved before the first run starts.
 """
 from __future__ import annotations
 
 import itertools
 import json
+import re
 from dataclasses import asdict, fields
 from pathlib import Path
 from typing import Any
 
 from snnsec.defending import DefenseConfig, defense_request_id, run_defense
 from snnsec.defenses import create_defense
-from snnsec.errors import ConfigError
-from snnsec.experiment import AttackConfig, Workspace, run_attack
+from snnsec.checks import check_seed, check_types
+from snnsec.errors import ConfigError, SnnsecError
+from snnsec.experiment import AttackConfig, Workspace, resolve, run_attack
 from snnsec.progress import log
 from snnsec.records import RunRecord, config_hash, load_records
 
 
+#: The keys a sweep spec may have; anything else (a typo such as "defences") is an error, not ignored.
+SPEC_KEYS = ("name", "base", "grid", "defenses")
+#: ``name`` becomes a folder under reports/: one plain folder name, never a path out of it.
+_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,99}")
+
+
 def load_spec(path: Path) -> dict[str, Any]:
+    """Read and validate a sweep spec: its shape, every field's type, and every config of its grid and
+    every defense, all before the first run."""
     try:
-        spec = json.loads(Path(path).read_text())
+        text = Path(path).read_bytes().decode("utf-8")
     except FileNotFoundError:
         raise ConfigError(f"sweep spec {path} does not exist") from None
+    except UnicodeDecodeError:
+        raise ConfigError(f"sweep spec {path} is not a text file (not UTF-8); a spec is JSON") from None
+    except OSError as err:
+        raise ConfigError(f"sweep spec {path} cannot be read: {err.strerror or err}") from None
+    try:
+        spec = json.loads(text)
     except json.JSONDecodeError as err:
         raise ConfigError(f"sweep spec {path} is not valid JSON: {err}") from None
-    known = {f.name for f in fields(AttackConfig)}
-    for section in ("base", "grid"):
-        bad = sorted(set(spec.get(section, {})) - known)
-        if bad:
-            raise ConfigError(f"sweep spec {section} has unknown field(s) {bad}; fields: {sorted(known)}")
-    if not all(isinstance(v, list) and v for v in spec.get("grid", {}).values()):
-        raise ConfigError("every grid axis must be a non-empty list of values")
-    defense_configs(spec)  # validates names and parameters before anything runs
+    check_spec(spec, f"sweep spec {path}")
     return spec
 
 
-def defense_configs(spec: dict[str, Any]) -> list[DefenseConfig]:
+def check_spec(spec: Any, where: str = "sweep spec") -> list[AttackConfig]:
+    """Raise a one-line ConfigError for anything wrong in ``spec``; returns its attack configs, each
+    resolved once here so that a bad config anywhere in the grid fails before the first run."""
+    if not isinstance(spec, dict):
+        raise ConfigError(f"{where} must be a JSON object with keys {', '.join(SPEC_KEYS)}, "
+                          f"got {_json_type(spec)}")
+    unknown = sorted(set(spec) - set(SPEC_KEYS))
+    if unknown:
+        raise ConfigError(f"{where} has unknown key(s) {unknown}; allowed: {', '.join(SPEC_KEYS)}")
+    name = spec.get("name")
+    if name is not None and not (isinstance(name, str) and _NAME.fullmatch(name) and ".." not in name):
+        raise ConfigError(f"{where}: name must be a plain folder name (letters, digits, '.', '_', '-'; "
+                          f"written under the out dir), got {name!r}")
+    known = {f.name for f in fields(AttackConfig)}
+    for section in ("base", "grid"):
+        value = spec.get(section, {})
+        if not isinstance(value, dict):
+            raise ConfigError(f"{where}: {section} must be an object of AttackConfig fields, got {_json_type(value)}")
+        bad = sorted(set(value) - known)
+        if bad:
+            raise ConfigError(f"{where}: {section} has unknown field(s) {bad}; fields: {sorted(known)}")
+    if not all(isinstance(v, list) and v for v in spec.get("grid", {}).values()):
+        raise ConfigError(f"{where}: every grid axis must be a non-empty list of values")
+    for options in [spec.get("base", {}).get("trigger_options", {}), *spec.get("grid", {}).get("trigger_options", [])]:
+        if not isinstance(options, dict):
+            raise ConfigError(f"{where}: trigger_options must be an object (name: value), got {_json_type(options)}")
+    defense_configs(spec, where)  # validates names and parameters before anything runs
+    configs = expand(spec)
+    for i, config in enumerate(configs, 1):
+        try:
+            resolve(config)
+        except SnnsecError as err:  # ConfigError, UnknownNameError: same type, the config named
+            raise type(err)(f"{where}: config {i}/{len(configs)} ({_label(spec, config)}): {err}") from None
+    return configs
+
+
+def _json_type(value: Any) -> str:
+    names = {dict: "an object", list: "a list", str: "a string", bool: "a boolean", int: "a number",
+             float: "a number", type(None): "null"}
+    return names.get(type(value), type(value).__name__)
+
+
+def _label(spec: dict[str, Any], config: AttackConfig) -> str:
+    return ", ".join(f"{k}={getattr(config, k)}" for k in spec.get("grid", {})) or "base"
+
+
+def defense_configs(spec: dict[str, Any], where: str = "sweep spec") -> list[DefenseConfig]:
     """The sweep's defenses, validated."""
     items = spec.get("defenses", [])
     if not isinstance(items, list):
-        raise ConfigError("sweep spec 'defenses' must be a list of names or objects")
+        raise ConfigError(f"{where}: 'defenses' must be a list of names or objects, got {_json_type(items)}")
     configs = []
     for item in items:
+        if not isinstance(item, (str, dict)):
+            raise ConfigError(f"{where}: each defense is a name or an object "
+                              f'{{"defense": NAME, "options": {{...}}}}, got {item!r}')
         item = {"defense": item} if isinstance(item, str) else dict(item)
         unknown = sorted(set(item) - {"defense", "options", "reserve_rate", "seed"})
         if unknown or "defense" not in item:
-            raise ConfigError(f"sweep defense entry {item} needs 'defense' and may have options, reserve_rate, "
+            raise ConfigError(f"{where}: defense entry {item} needs 'defense' and may have options, reserve_rate, "
                               f"seed; unknown: {unknown}")
+        if not isinstance(item.get("options", {}), dict):
+            raise ConfigError(f"{where}: defense {item['defense']!r} options must be an object, "
+                              f"got {_json_type(item['options'])}")
+        if not isinstance(item.get("reserve_rate", 0.05), (int, float)) or isinstance(item.get("reserve_rate"), bool):
+            raise ConfigError(f"{where}: defense {item['defense']!r} reserve_rate must be a number, "
+                              f"got {item['reserve_rate']!r}")
         options = tuple(sorted(item.pop("options", {}).items()))
-        create_defense(item["defense"], **dict(options))
-        configs.append(DefenseConfig(options=options, **item))
+        config = DefenseConfig(options=options, **item)
+        check_types(config, f"{where}: defense")
+        check_seed(config.seed, f"{where}: defense seed")
+        create_defense(config.defense, **dict(options))
+        configs.append(config)
     return configs
 
 
@@ -78,9 +147,9 @@ def expand(spec: dict[str, Any]) -> list[AttackConfig]:
 def run_sweep(spec: dict[str, Any], workspace: Workspace) -> list[RunRecord | None]:
     """Run every attack (then every defense against it) not yet recorded; returns the new records (None
     for skipped runs)."""
+    configs, defenses = check_spec(spec), defense_configs(spec)  # every config valid before the first run
     records_path = workspace.out_dir / "records.jsonl"
     done = {r["config"].get("request_id") for r in load_records(records_path)}
-    configs, defenses = expand(spec), defense_configs(spec)
     results: list[RunRecord | None] = []
     for i, config in enumerate(configs, 1):
         label = ", ".join(f"{k}={getattr(config, k)}" for k in spec.get("grid", {}))

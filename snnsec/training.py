@@ -1,5 +1,11 @@
 """Surrogate-gradient BPTT training of a Classifier: AdamW/Adam, cosine schedule, seeded, with progress.
 
+One loop trains every model: clean and poisoned training use it as it is; training that computes a batch's
+loss differently (a dynamic trigger's joint training, adversarial training, unlearning) passes a
+:class:`StepHook`, which turns a batch into a loss and may own extra parameters and optimizers (saved in the
+resume checkpoint with the classifier's). The recipe (warm-up, BN re-estimation) and resuming work the same
+for all of them.
+
 Two options, off by default, serve models whose registry entry declares a training recipe
 (:class:`snnsec.zoo.base.TrainRecipe`, applied with :meth:`TrainConfig.with_recipe`):
 
@@ -14,14 +20,16 @@ Two options, off by default, serve models whose registry entry declares a traini
 """
 from __future__ import annotations
 
+from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass, replace
 from math import cos, pi
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import torch
-from torch import nn
+import torch.nn.functional as F
+from torch import Tensor, nn
 from torch.utils.data import DataLoader, Dataset
 
 from snnsec.artifacts import load_training_state, save_training_state
@@ -72,14 +80,50 @@ def seed_everything(seed: int) -> None:
     np.random.seed(seed % 2**32)
 
 
+class StepHook:
+    """How :func:`train` turns one batch into the loss the classifier's optimizer minimises.
+
+    The base class is plain supervised training: cross-entropy of the classifier's logits on the batch's
+    frames and labels. A subclass overrides :meth:`loss` (and :meth:`inputs`, the frames BN re-estimation
+    sees) and may own more state (a trigger generator and its optimizer, an adversary's settings): it
+    returns that state from :meth:`state_dict` (tensors, numbers, lists and dicts) so that a resumed run
+    restores it, and reports per-epoch numbers of its own from :meth:`end_epoch`.
+    A batch is whatever the dataset's loader yields (``(frames, labels)``, or more fields for a hook that
+    needs them, e.g. sample indices), moved to the classifier's device.
+    """
+
+    def loss(self, classifier: Classifier, batch: Sequence[Tensor], epoch: int) -> tuple[Tensor, int]:
+        """``(loss, samples)``: the batch's loss for the classifier (with its graph), and how many samples
+        it averages over (the epoch's reported loss is the sample-weighted mean). ``epoch`` counts from 0."""
+        frames, labels = batch[0], batch[1]
+        return F.cross_entropy(classifier.logits(frames), labels), len(labels)
+
+    def inputs(self, batch: Sequence[Tensor]) -> Tensor:
+        """The frames the classifier trains on for this batch (BN re-estimation runs them)."""
+        return batch[0]
+
+    def end_epoch(self, epoch: int) -> dict[str, float]:
+        """Called after each epoch; extra numbers to show beside the loss (default: none)."""
+        return {}
+
+    def state_dict(self) -> dict[str, Any]:
+        """The hook's own resumable state (default: none)."""
+        return {}
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        """Restore what :meth:`state_dict` returned."""
+
+
 def train(classifier: Classifier, dataset: Dataset, config: TrainConfig, label: str = "train",
-          checkpoint: Path | None = None) -> list[float]:
+          checkpoint: Path | None = None, step: StepHook | None = None) -> list[float]:
     """Train in place; returns the mean training loss of each epoch.
 
-    With ``checkpoint``, the full training state (weights, optimizer, schedule, RNG states) is saved there
-    after every epoch and a run that finds one resumes after its last epoch, with the same numbers an
-    uninterrupted run gives; the file is removed when training ends.
+    ``step`` computes each batch's loss (default: :class:`StepHook`, cross-entropy on the dataset's labels).
+    With ``checkpoint``, the full training state (weights, optimizer, schedule, RNG states, the hook's
+    state) is saved there after every epoch and a run that finds one resumes after its last epoch, with the
+    same numbers an uninterrupted run gives; the file is removed when training ends.
     """
+    step = StepHook() if step is None else step
     seed_everything(config.seed)
     device = classifier.device
     shuffle = torch.Generator().manual_seed(config.seed)
@@ -88,7 +132,6 @@ def train(classifier: Classifier, dataset: Dataset, config: TrainConfig, label: 
     optim_cls = torch.optim.AdamW if config.optimizer == "adamw" else torch.optim.Adam
     optimizer = optim_cls(params, lr=config.lr, weight_decay=config.weight_decay)
     scheduler = _schedule(optimizer, config.epochs * len(loader), config.warmup_steps)
-    loss_fn = nn.CrossEntropyLoss()
     history: list[float] = []
     saved = load_training_state(checkpoint) if checkpoint is not None else None
     if saved is not None:
@@ -98,30 +141,34 @@ def train(classifier: Classifier, dataset: Dataset, config: TrainConfig, label: 
         shuffle.set_state(saved["shuffle_rng"])
         torch.set_rng_state(saved["torch_rng"])
         history = list(saved["history"])
+        step.load_state_dict(saved.get("step", {}))
     classifier.net.train()
     with progress_bar(label, total=config.epochs * len(loader)) as advance:
         if history:
             advance(len(history) * len(loader), epoch=len(history), loss=history[-1])
         for epoch in range(len(history), config.epochs):
             total, count = 0.0, 0
-            for frames, labels in loader:
-                frames, labels = frames.to(device, non_blocking=True), labels.to(device, non_blocking=True)
-                loss = loss_fn(classifier.logits(frames), labels)
+            for batch in loader:
+                batch = [part.to(device, non_blocking=True) for part in batch]
+                loss, samples = step.loss(classifier, batch, epoch)
                 optimizer.zero_grad(set_to_none=True)
                 loss.backward()
                 optimizer.step()
                 scheduler.step()
-                total += loss.item() * len(labels)
-                count += len(labels)
+                total += loss.item() * samples
+                count += samples
                 advance(epoch=epoch + 1, loss=total / count)
             history.append(total / count)
+            extra = step.end_epoch(epoch)
+            if extra:
+                advance(0, epoch=epoch + 1, loss=total / count, **extra)
             if checkpoint is not None and epoch + 1 < config.epochs:
                 save_training_state(checkpoint, {
                     "model": classifier.net.state_dict(), "optimizer": optimizer.state_dict(),
                     "scheduler": scheduler.state_dict(), "shuffle_rng": shuffle.get_state(),
-                    "torch_rng": torch.get_rng_state(), "history": history})
+                    "torch_rng": torch.get_rng_state(), "history": history, "step": step.state_dict()})
     if config.bn_recalibration_batches:
-        recalibrate_batchnorm(classifier, loader, config.bn_recalibration_batches)
+        recalibrate_batchnorm(classifier, loader, config.bn_recalibration_batches, step.inputs)
     classifier.net.eval()
     if checkpoint is not None:
         checkpoint.unlink(missing_ok=True)
@@ -145,9 +192,11 @@ def _schedule(optimizer: torch.optim.Optimizer, steps: int, warmup: int) -> torc
 BATCH_NORMS = (nn.BatchNorm1d, nn.BatchNorm2d, nn.BatchNorm3d)
 
 
-def recalibrate_batchnorm(classifier: Classifier, loader: DataLoader, batches: int) -> None:
+def recalibrate_batchnorm(classifier: Classifier, loader: DataLoader, batches: int,
+                          inputs: Callable[[Sequence[Tensor]], Tensor] | None = None) -> None:
     """Replace every BatchNorm's running mean and variance by their average over ``batches`` batches of
-    ``loader`` (or all of it), computed with the current weights and no gradients ("precise BN")."""
+    ``loader`` (or all of it), computed with the current weights and no gradients ("precise BN").
+    ``inputs`` picks a batch's frames (default: its first field)."""
     norms = [m for m in classifier.net.modules() if isinstance(m, BATCH_NORMS) and m.track_running_stats]
     if not norms:
         return
@@ -158,10 +207,11 @@ def recalibrate_batchnorm(classifier: Classifier, loader: DataLoader, batches: i
     classifier.net.train()
     try:
         with torch.no_grad():
-            for index, (frames, _labels) in enumerate(loader):
+            for index, batch in enumerate(loader):
                 if index == batches:
                     break
-                classifier.logits(frames.to(classifier.device, non_blocking=True))
+                batch = [part.to(classifier.device, non_blocking=True) for part in batch]
+                classifier.logits(batch[0] if inputs is None else inputs(batch))
     finally:
         for m, momentum in zip(norms, momenta):
             m.momentum = momentum

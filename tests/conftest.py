@@ -1,5 +1,7 @@
-"""Shared fixtures: the embedded dataset framed once per test session."""
+"""Shared fixtures: the embedded dataset framed once per test session, golden reference files."""
+import os
 from functools import partial
+from pathlib import Path
 
 import pytest
 import torch
@@ -29,3 +31,29 @@ def one_thread():
     torch.set_num_threads(1)
     yield
     torch.set_num_threads(threads)
+
+
+#: Golden outputs of the reference code: ``../shared/golden`` beside the checkout, or ``$SNNSEC_GOLDEN_DIR``.
+GOLDEN_DIR = Path(os.environ.get("SNNSEC_GOLDEN_DIR", Path(__file__).resolve().parents[2] / "shared" / "golden"))
+
+
+def in_ci() -> bool:
+    """``CI=true`` (GitHub Actions, GitLab CI and most runners set it): missing inputs fail instead of skipping."""
+    return os.environ.get("CI", "").strip().lower() in ("true", "1", "yes")
+
+
+@pytest.fixture
+def golden():
+    """``golden(name)`` -> the path of golden file ``name``. A missing file skips the test, except under CI
+    (``CI=true``), where it fails it: a CI run must not pass by skipping the faithfulness checks."""
+
+    def find(name: str) -> Path:
+        path = GOLDEN_DIR / name
+        if not path.is_file():
+            message = f"golden reference file {path} not found (provide ../shared/golden or set SNNSEC_GOLDEN_DIR)"
+            if in_ci():
+                pytest.fail(f"{message}; CI=true requires it", pytrace=False)
+            pytest.skip(message)
+        return path
+
+    return find

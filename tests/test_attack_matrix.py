@@ -43,7 +43,7 @@ def test_every_frame_trigger(trigger, shared_cache, tmp_path):
 def test_dynamic_trigger_trains_jointly_and_is_cached(shared_cache, tmp_path):
     first = attack(shared_cache, tmp_path, "--trigger", "dynamic", "--polarity", "3")
     check_record(first)
-    assert first["config"]["trigger_params"]["alpha"] > 0
+    assert first["config"]["trigger_params"]["gamma"] > 0
     again = attack(shared_cache, tmp_path, "--trigger", "dynamic", "--polarity", "3")  # generator reloaded
     assert again["metrics"]["asr"] == first["metrics"]["asr"]
 

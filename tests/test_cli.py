@@ -77,14 +77,18 @@ def test_attack_json_record_and_cache_reuse(run, tmp_path):
     assert len((reports / "records.jsonl").read_text().splitlines()) == 2
     table = (reports / "attack_results.md").read_text()
     assert record["run_id"] in table and table.count(record["run_id"]) == 1
-    assert (reports / "attack_results.csv").read_text().count(record["run_id"]) == 1
+    csv_rows = (reports / "attack_results.csv").read_text().splitlines()[1:]
+    assert len(csv_rows) == 1 and record["run_id"] in csv_rows[0]  # one row per run id, the latest record
     assert "\\begin{tabular}" in (reports / "attack_results.tex").read_text()
 
 
 def test_unknown_trigger_option_lists_options(run):
     result = run("attack", "--trigger-opt", "speed=2")
     assert result.exit_code != 0
-    assert "trigger 'static' has no option(s) ['speed']" in result.output and "polarity" in result.output
+    assert "trigger 'static' has no option 'speed'; its --trigger-opt options: (none)" in result.output
+    result = run("attack", "--trigger", "moving", "--trigger-opt", "sped=2")
+    assert result.exit_code != 0 and "speed" in result.output
+    assert "polarity" not in result.output  # top-level options are not listed as trigger options
 
 
 def test_malformed_trigger_option(run):

@@ -112,7 +112,7 @@ def test_flashy_replace_matches_frame_level_trigger(start, length, polarity):
 
 
 def test_moving_patch_is_one_solid_square_per_bin_following_time():
-    inj = MovingInjector(size=0.2, position="bottom-right", bins=T, speed=2)  # moves left 2 px per bin
+    inj = MovingInjector(path="horizontal", size=0.2, position="bottom-right", bins=T, speed=2)  # 2 px left per bin
     added = frames(inj.inject(anchors_only(), SENSOR))[:, 1]
     added[0, ANCHOR[1], ANCHOR[0]] -= 1
     added[-1, ANCHOR[1], ANCHOR[0]] -= 1
@@ -123,7 +123,8 @@ def test_moving_patch_is_one_solid_square_per_bin_following_time():
 
 
 def test_continuous_motion_follows_each_events_time():
-    inj = MovingInjector(size=0.15, position="top-left", bins=T, speed=2, continuous=True, sync=False)
+    inj = MovingInjector(path="horizontal", size=0.15, position="top-left", bins=T, speed=2, continuous=True,
+                         sync=False)
     out = inj.inject(anchors_only(), SENSOR)
     synthetic = out[~((out["x"] == ANCHOR[0]) & (out["y"] == ANCHOR[1]) & np.isin(out["t"], (T_MIN, T_MAX)))]
     rows, cols = inj.origins(synthetic["t"], T_MIN, T_MAX, H, W)
@@ -139,7 +140,7 @@ def test_continuous_motion_follows_each_events_time():
 
 
 def test_moving_bounces_off_the_edge():
-    inj = MovingInjector(size=0.1, position="top-left", bins=32, speed=3)
+    inj = MovingInjector(path="horizontal", size=0.1, position="top-left", bins=32, speed=3)
     t = T_MIN + (np.arange(32) * (T_MAX - T_MIN + 1)) // 32 + 1  # one timestamp per bin
     _, cols = inj.origins(t, T_MIN, T_MAX, H, W)
     assert cols.min() == 0 and cols.max() == W - 2
@@ -291,7 +292,7 @@ def test_patch_too_large_and_bad_events():
 
 def test_registry_and_create_injector():
     assert EVENT_TRIGGERS.names() == ["flashy", "moving", "static"]
-    assert create_injector("moving", size=0.2, speed=2) == MovingInjector(size=0.2, speed=2)
+    assert create_injector("moving", size=0.2, path="paper") == MovingInjector(size=0.2, path="paper")
     with pytest.raises(ConfigError, match="speed"):
         create_injector("static", speed=2)
     with pytest.raises(UnknownNameError, match="static"):

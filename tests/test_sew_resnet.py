@@ -1,7 +1,5 @@
 """SEW-ResNet: faithfulness to the reference (golden logits and spike counts), shapes, configs, training."""
 import json
-import os
-from pathlib import Path
 
 import pytest
 import torch
@@ -13,7 +11,6 @@ from snnsec.errors import ConfigError
 from snnsec.zoo.base import MODELS, InputSpec, create_model
 from snnsec.zoo.sew_resnet import CONFIGS, SEWResNet, convert_reference_state_dict
 
-GOLDEN = Path(os.environ.get("SNNSEC_GOLDEN_DIR", Path(__file__).resolve().parents[2] / "shared" / "golden"))
 GESTURE = InputSpec(frames=4, channels=2, height=128, width=128, num_classes=11)
 
 
@@ -42,12 +39,11 @@ def _load_by_order(net, tensors, rows):
     assert not unexpected and all(k.endswith("num_batches_tracked") for k in missing)
 
 
-@pytest.mark.skipif(not (GOLDEN / "sew_gesture.json").exists(), reason="golden reference files not available")
-def test_golden_gesture_logits_and_spike_counts():
+def test_golden_gesture_logits_and_spike_counts(golden):  # missing files: skipped, failed under CI=true
     from safetensors.torch import load_file
 
-    meta = json.loads((GOLDEN / "sew_gesture.json").read_text())
-    tensors = load_file(str(GOLDEN / "sew_gesture.safetensors"))
+    meta = json.loads(golden("sew_gesture.json").read_text())
+    tensors = load_file(str(golden("sew_gesture.safetensors")))
     assert meta["constructor_arguments"]["all_resolved_arguments"] == {"connect_f": "ADD"}
     net = create_model("sew-resnet", GESTURE, "gesture")
     _load_by_order(net, tensors, meta["tensors_in_state_dict_order"])
@@ -75,12 +71,11 @@ def test_golden_gesture_logits_and_spike_counts():
         assert spikes.flatten(1).sum(1).long().tolist() == layer["spike_count_per_t"], name
 
 
-@pytest.mark.skipif(not (GOLDEN / "sew_gesture.json").exists(), reason="golden reference files not available")
-def test_official_checkpoint_layout_loads_strictly():
+def test_official_checkpoint_layout_loads_strictly(golden):
     """The reference's cext PLIF stores w as [1]; convert_reference_state_dict maps it onto our 0-d w."""
     from safetensors.torch import load_file
 
-    tensors = load_file(str(GOLDEN / "sew_gesture.safetensors"))
+    tensors = load_file(str(golden("sew_gesture.safetensors")))
     net = create_model("sew-resnet", GESTURE, "gesture")
     weights = {k: v for k, v in tensors.items() if k not in ("input", "logits")}
     checkpoint = {k: (v.reshape(1) if k.endswith(".w") else v) for k, v in weights.items()}

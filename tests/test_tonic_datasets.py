@@ -112,7 +112,7 @@ def test_registered(name, sensor, n_classes, frames, loader):
     assert spec.info.sensor_size == sensor
     assert spec.info.num_classes == n_classes
     assert spec.default_frames == frames
-    assert spec.load is loader
+    assert spec.load.__wrapped__ is loader  # wrapped: every sample is validated (CheckedDataset)
 
 
 def test_class_lists_match_tonic():

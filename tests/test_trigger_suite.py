@@ -124,7 +124,7 @@ def test_moving_horizontal_bounce_every_bin_exact():
 
 
 def test_moving_last_bin_carries_the_patch():
-    out = MovingTrigger(size=0.2, position="top-left", polarity=3).apply(bg(t=5))
+    out = MovingTrigger(size=0.2, position="top-left", path="horizontal", polarity=3).apply(bg(t=5))
     assert all((out[t] != BG).sum() == 2 * 4 for t in range(5))  # both channels, 2x2, every bin incl. t=4
     assert torch.equal(out[4, :, 0:2, 4:6], torch.ones(2, 2, 2))  # speed 1: column 4 at t=4
 
@@ -155,7 +155,7 @@ def test_moving_non_square_frames_bounce_each_axis():
 def test_moving_stays_inside_the_frame(boundary, path, position):
     trigger = MovingTrigger(size=0.3, position=position, path=path, speed=5, boundary=boundary, polarity=3)
     out = trigger.apply(bg(t=30, h=11, w=13))
-    side = 4  # round(0.3 * 13)
+    side = 3  # int(0.3 * 13), Sneaky Spikes' sizing
     assert all((out[t] != BG).sum() == 2 * side * side for t in range(30))  # the whole patch, every bin
     for row, col in trigger.origins(30, 11, 13):
         assert 0 <= row <= 11 - side and 0 <= col <= 13 - side
@@ -326,7 +326,7 @@ def planted(n=30, t=3):
     ],
 )
 def test_smart_picks_the_planted_region_and_polarity(region, choice, cell, polarity):
-    fitted = SmartTrigger(size=0.1, region=region, polarity_choice=choice, grid=3).fit(planted())
+    fitted = SmartTrigger(statistic="share", size=0.1, region=region, polarity_choice=choice, grid=3).fit(planted())
     assert fitted.cell == cell and fitted.polarity == polarity and fitted.frame_shape == (12, 12)
     assert fitted.origin == (cell[0] + 1, cell[1] + 1)  # side 1 centred in a 4x4 region: offset (4 - 1) // 2
     params = fitted.params()
@@ -334,7 +334,7 @@ def test_smart_picks_the_planted_region_and_polarity(region, choice, cell, polar
 
 
 def test_smart_apply_is_fixed_for_train_and_test():
-    fitted = SmartTrigger(size=0.2, region="most", polarity_choice="most").fit(planted())  # side 2
+    fitted = SmartTrigger(statistic="share", size=0.2, region="most", polarity_choice="most").fit(planted())  # side 2
     assert fitted.cell == MOST_CELL and fitted.origin == (9, 5) and fitted.polarity == 2
     for x in (bg(t=3, h=12, w=12), torch.zeros(4, 2, 12, 12)):  # "train" and "test" frames
         expected = x
@@ -346,17 +346,18 @@ def test_smart_apply_is_fixed_for_train_and_test():
 def test_smart_fit_is_a_pure_function_of_the_data():
     x = planted()
     keep = x.clone()
-    a = SmartTrigger(size=0.1).fit(x)
-    assert a == SmartTrigger(size=0.1).fit(x) and torch.equal(x, keep)
-    assert SmartTrigger(size=0.1).fit(x[:, :1].reshape(30, 1, 2, 12, 12)) == a  # same statistics
+    a = SmartTrigger(statistic="share", size=0.1).fit(x)
+    assert a == SmartTrigger(statistic="share", size=0.1).fit(x) and torch.equal(x, keep)
+    assert SmartTrigger(statistic="share", size=0.1).fit(x[:, :1].reshape(30, 1, 2, 12, 12)) == a  # same statistics
 
 
 @pytest.mark.parametrize("size", [0.01, 0.05, 0.1, 0.3, 0.34, 0.5, 0.9, 1.0])
 @pytest.mark.parametrize("grid", [1, 2, 3, 7, 100])
 @pytest.mark.parametrize("region", ["least", "most"])
 def test_smart_any_size_fits_its_region(size, grid, region):
-    fitted = SmartTrigger(size=size, grid=grid, region=region, walk=1).fit(binary_frames(n=2, t=2, h=12, w=12))
-    side = max(1, round(size * 12))
+    fitted = SmartTrigger(statistic="share", size=size, grid=grid, region=region, walk=1)
+    fitted = fitted.fit(binary_frames(n=2, t=2, h=12, w=12))
+    side = max(1, int(size * 12))
     top, left, bottom, right = fitted.cell
     assert bottom - top >= side and right - left >= side
     for row, col in fitted.origins(20, 12, 12):
@@ -366,30 +367,32 @@ def test_smart_any_size_fits_its_region(size, grid, region):
 
 
 def test_smart_size_one_covers_the_frame():
-    fitted = SmartTrigger(size=1.0, polarity_choice="most").fit(planted())
+    fitted = SmartTrigger(statistic="share", region="least", size=1.0, polarity_choice="most").fit(planted())
     assert fitted.cell == (0, 0, 12, 12) and fitted.origin == (0, 0) and fitted.polarity == 0
     assert torch.equal(fitted.apply(bg(t=2, h=12, w=12)), torch.zeros(2, 2, 12, 12))
 
 
 def test_smart_non_square_frames():
-    fitted = SmartTrigger(size=0.75, grid=3).fit(binary_frames(n=2, t=2, h=12, w=16))  # side 12
+    fitted = SmartTrigger(statistic="share", size=0.75, grid=3).fit(binary_frames(n=2, t=2, h=12, w=16))  # side 12
     assert fitted.cell == (0, 0, 12, 16) and fitted.origin == (0, 2)
 
 
 def test_smart_tiny_size_fine_grid_finds_one_pixel():
     x = torch.ones(5, 2, 2, 12, 12)
     x[:, :, :, 5, 7] = 0.0
-    fitted = SmartTrigger(size=0.01, grid=50).fit(x)  # 12 regions per axis of 1 px
+    fitted = SmartTrigger(statistic="share", region="least", size=0.01, grid=50).fit(x)  # 12 regions per axis of 1 px
     assert fitted.cell == (5, 7, 6, 8) and fitted.origin == (5, 7) and fitted.polarity == 1
 
 
 def test_smart_walk_is_seeded_bounded_and_identical():
-    fitted = SmartTrigger(size=0.1, region="most", polarity_choice="most", walk=2, seed=5).fit(planted())
+    fitted = SmartTrigger(statistic="share", size=0.1, region="most", polarity_choice="most", walk=2, seed=5)
+    fitted = fitted.fit(planted())
     path = fitted.origins(40, 12, 12)
     assert path[0] == fitted.origin and path == fitted.origins(40, 12, 12)
     assert all(8 <= r <= 11 and 4 <= c <= 7 for r, c in path)
     assert len(set(path)) > 1
-    assert path != SmartTrigger(size=0.1, region="most", walk=2, seed=6).fit(planted()).origins(40, 12, 12)
+    other = SmartTrigger(statistic="share", size=0.1, region="most", walk=2, seed=6).fit(planted())
+    assert path != other.origins(40, 12, 12)
     x = bg(t=40, h=12, w=12)
     expected = x
     for t, (r, c) in enumerate(path):

@@ -3,15 +3,17 @@
 Every zoo model takes frames ``[T, B, C, H, W]`` (spikingjelly's multi-step layout) and returns
 per-step logits ``[T', B, K]`` (``T' = T`` for SNNs, ``1`` for ANN baselines that read all bins at
 once). Only :class:`snnsec.classifier.Classifier` calls models; it resets SNN state and averages
-logits over the first axis.
+logits over the first axis. Every model the zoo builds remembers its :class:`InputSpec` (``net.input_spec``)
+and rejects, in one line, frames whose T, polarity channels, size or dtype do not match it.
 """
 from __future__ import annotations
 
+import functools
 from collections.abc import Callable, Mapping
 from dataclasses import asdict, dataclass, field, fields, replace
 from typing import Any
 
-from torch import nn
+from torch import Tensor, nn
 
 from snnsec.errors import ConfigError, UnknownNameError
 from snnsec.registry import Registry
@@ -26,6 +28,52 @@ class InputSpec:
     height: int
     width: int
     num_classes: int
+
+    def check(self, x: Tensor, time_major: bool = True, who: str = "model") -> None:
+        """Raise :class:`ConfigError` (one line) unless ``x`` is float frames of this spec: ``[T, B, P, H, W]``
+        (``time_major``, how zoo models read them) or ``[B, T, P, H, W]`` (the dataset layout)."""
+        layout = "[T, B, P, H, W]" if time_major else "[B, T, P, H, W]"
+        want = f"{who} takes float frames {layout} with T={self.frames}, P={self.channels}, H={self.height}, W={self.width}"
+        if not isinstance(x, Tensor):
+            raise ConfigError(f"{want}; got a {type(x).__name__}")
+        if not x.is_floating_point():
+            raise ConfigError(f"{want}; got dtype {x.dtype} (convert with x.float())")
+        shape = tuple(x.shape)
+        if len(shape) != 5:
+            raise ConfigError(f"{want}; got shape {shape}")
+        time, frame = (shape[0] if time_major else shape[1]), shape[2:]
+        if time != self.frames or frame != (self.channels, self.height, self.width):
+            hint = ""
+            if (shape[1] if time_major else shape[0]) == self.frames != time:  # the two leading axes swapped
+                hint = (" (it looks batch-first: call models through snnsec.classifier.Classifier, which takes "
+                        "[B, T, P, H, W])" if time_major else " (it looks time-major [T, B, P, H, W]: swap the first two axes)")
+            raise ConfigError(f"{want}; got shape {shape}{hint}")
+
+
+def input_spec_of(net: nn.Module) -> InputSpec | None:
+    """The :class:`InputSpec` a zoo model was built for (``None`` for a module the zoo did not build)."""
+    spec = getattr(net, "input_spec", None)
+    return spec if isinstance(spec, InputSpec) else None
+
+
+class _InputCheck:
+    """Forward pre-hook of every zoo model: frames that do not match its :class:`InputSpec` (wrong T, polarity
+    channels or size, batch-first instead of time-major, an integer dtype) fail in one line before any layer
+    runs. A picklable class, not a closure, so that models stay copyable and picklable."""
+
+    def __init__(self, spec: InputSpec, name: str) -> None:
+        self.spec, self.name = spec, name
+
+    def __call__(self, _module: nn.Module, args: tuple[Any, ...]) -> None:
+        if args:
+            self.spec.check(args[0], time_major=True, who=f"zoo model {self.name!r}")
+
+
+def with_input_check(net: nn.Module, spec: InputSpec, name: str) -> nn.Module:
+    """``net`` remembering ``spec`` (``net.input_spec``) and checking its input against it on every call."""
+    net.input_spec = spec
+    net.register_forward_pre_hook(_InputCheck(spec, name))
+    return net
 
 
 #: DVS128 Gesture as the DVS papers feed it (T=16, 128x128, 11 classes) and the embedded digits-dvs.
@@ -80,6 +128,17 @@ class ModelEntry:
         unknown = sorted(set(self.recipes) - set(self.configs))
         if unknown:
             raise ConfigError(f"model {self.name!r} has recipes for unknown config(s) {unknown}")
+        # ``build`` is wrapped once (as DatasetSpec wraps ``load``) so that every model the zoo builds, by any
+        # caller or plugin, checks its input against its spec: the one place input shapes are checked.
+        if not getattr(self.build, "_snnsec_checked", False):
+            builder, name = self.build, self.name
+
+            def build(config: Any, spec: InputSpec) -> nn.Module:
+                return with_input_check(builder(config, spec), spec, name)
+
+            functools.update_wrapper(build, builder, updated=())
+            build._snnsec_checked = True  # type: ignore[attr-defined]
+            object.__setattr__(self, "build", build)
 
     def recipe_for(self, config_name: str) -> TrainRecipe | None:
         """The training recipe of config ``config_name``, or ``None`` where the defaults serve."""

@@ -51,6 +51,13 @@ Dataset-specific notes (tonic 1.7.0):
   folder, so ``annotation_*.bin`` files of an extracted ``Caltech101_annotations/`` would become
   samples: we only keep files under ``NCALTECH101/Caltech101/``. Classes: the 101 folders (100 objects
   and ``BACKGROUND_Google``; N-Caltech101 has no ``Faces`` folder), ordered case-insensitively.
+* ``ncaltech101-crop``: the same samples with the 180x180 centre crop Sneaky Spikes applies
+  (``transforms.CenterCrop(min(H, W))`` on spikingjelly's 180x240 frames: columns 30..209): events
+  with ``30 <= x < 210`` are kept, shifted by -30, on a 180x180 sensor. Two differences remain: the
+  crop is cut from the events, so only the kept events count for the slicing (the reference framed the
+  whole recording, then cropped the frames; every event stream here must lie on its sensor), and
+  tonic subtracts each recording's minimum ``x``/``y`` while spikingjelly keeps the raw coordinates,
+  so the 180 columns kept are relative to each recording's left edge.
 """
 from __future__ import annotations
 
@@ -68,7 +75,7 @@ from typing import Any
 import numpy as np
 
 from snnsec.datasets.base import DATASETS, SPLITS, DatasetInfo, DatasetSpec
-from snnsec.errors import ConfigError, DataNotFoundError, SnnsecError
+from snnsec.errors import ConfigError, DataError, DataNotFoundError, SnnsecError
 
 __all__ = [
     "DATA_DIR_ENV",
@@ -79,6 +86,7 @@ __all__ = [
     "load_cifar10_dvs",
     "load_dvs128",
     "load_ncaltech101",
+    "load_ncaltech101_crop",
     "load_nmnist",
     "resolve_data_dir",
     "stratified_split",
@@ -134,6 +142,9 @@ assert len(NCALTECH101_CLASSES) == 101
 
 #: N-Caltech101 has no sensor size in tonic; recordings (after tonic's min-subtraction) fit in this.
 NCALTECH101_SENSOR_SIZE = (240, 180, 2)
+
+#: Sneaky Spikes centre-crops N-Caltech101 frames to min(H, W) = 180 px: columns [30, 210).
+NCALTECH101_CROP = 180
 
 
 @dataclass(frozen=True)
@@ -410,6 +421,7 @@ class TonicEventDataset:
 
     def __getitem__(self, index: int) -> tuple[np.ndarray, int]:
         index = operator.index(index)
+        _check_file_size(self.files[index])
         events, _ = self.tonic_dataset[self.tonic_indices[index]]
         if self._postprocess is not None:
             events = self._postprocess(events)
@@ -417,6 +429,19 @@ class TonicEventDataset:
 
     def __repr__(self) -> str:
         return f"TonicEventDataset({self.info.name!r}, split={self.split!r}, n={len(self)}, root={str(self.root)!r})"
+
+
+#: Bytes per event of the 40-bit ``.bin`` format (N-MNIST, N-Caltech101): a file is a whole number of them.
+_BIN_EVENT_BYTES = 5
+
+
+def _check_file_size(path: Path) -> None:
+    """A ``.bin`` file cut inside an event is truncated: tonic would read it silently or fail obscurely."""
+    if path.suffix == ".bin":
+        size = path.stat().st_size
+        if size % _BIN_EVENT_BYTES:
+            raise DataError(f"{path} is truncated: {size} bytes is not a whole number of "
+                            f"{_BIN_EVENT_BYTES}-byte events; replace the file or remove it from the data directory")
 
 
 def _is_hidden(rel: Path) -> bool:
@@ -503,6 +528,15 @@ NCALTECH101_INFO = DatasetInfo(
 )
 
 
+NCALTECH101_CROP_INFO = DatasetInfo(
+    name="ncaltech101-crop",
+    sensor_size=(NCALTECH101_CROP, NCALTECH101_CROP, 2),
+    classes=NCALTECH101_CLASSES,
+    description="N-Caltech101 with Sneaky Spikes' 180x180 centre crop (columns 30..209); "
+    "fixed stratified 90/10 split.",
+)
+
+
 def _int_label(target: Any, path: Path) -> int:
     return int(target)
 
@@ -565,6 +599,23 @@ def load_ncaltech101(split: str, data_dir: str | os.PathLike[str] | None = None)
     )
 
 
+def _ncaltech_centre_crop(events: np.ndarray) -> np.ndarray:
+    """The events inside the 180x180 centre crop (columns 30..209 of 240), shifted to start at column 0."""
+    left = (NCALTECH101_SENSOR_SIZE[0] - NCALTECH101_CROP) // 2
+    inside = (events["x"] >= left) & (events["x"] < left + NCALTECH101_CROP) & (events["y"] < NCALTECH101_CROP)
+    events = events[inside]  # a copy
+    events["x"] -= left
+    return events
+
+
+def load_ncaltech101_crop(split: str, data_dir: str | os.PathLike[str] | None = None) -> TonicEventDataset:
+    """N-Caltech101 (same files and split as ``ncaltech101``) on the reference's 180x180 centre crop."""
+    return _open(
+        _NCALTECH101, NCALTECH101_CROP_INFO, split, data_dir, _ncaltech_label,
+        keep=_under_caltech101, postprocess=_ncaltech_centre_crop,
+    )
+
+
 DATASETS.add("dvs128", DatasetSpec(info=DVS128_INFO, load=load_dvs128, needs_data_dir=True, default_frames=16))
 DATASETS.add(
     "cifar10-dvs", DatasetSpec(info=CIFAR10_DVS_INFO, load=load_cifar10_dvs, needs_data_dir=True, default_frames=16)
@@ -572,4 +623,8 @@ DATASETS.add(
 DATASETS.add("nmnist", DatasetSpec(info=NMNIST_INFO, load=load_nmnist, needs_data_dir=True, default_frames=10))
 DATASETS.add(
     "ncaltech101", DatasetSpec(info=NCALTECH101_INFO, load=load_ncaltech101, needs_data_dir=True, default_frames=10)
+)
+DATASETS.add(
+    "ncaltech101-crop",
+    DatasetSpec(info=NCALTECH101_CROP_INFO, load=load_ncaltech101_crop, needs_data_dir=True, default_frames=10),
 )
