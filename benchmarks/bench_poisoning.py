@@ -361,7 +361,7 @@ p1 + p2 + p3, most active cell, least counted code (the reference's defaults, `-
 polarity are given as (top, bottom, left, right) for the reference and (top, left, bottom, right) for
 `fit`.{skipped} On uniform random data the cells differ little in activity, so which cell each picks is not
 a finding; the times are. All rows read the whole set; `snnsec attack` fits the trigger on a seeded
-class-stratified sample of 256 training samples (`snnsec/experiment.py`), the reference read every sample.
+class-stratified sample of 256 training samples (`snnsec/attack_setup.py`), the reference read every sample.
 """
 
 

@@ -24,17 +24,18 @@ import numpy as np
 import torch
 from torch import Tensor, nn
 
-from snnsec import integrity
 from snnsec.classifier import Classifier
 from snnsec.errors import ConfigError
-from snnsec.records import config_hash, load_records
+from snnsec.records import config_hash
+from snnsec.run_files import poisoned_indices_path, read_poisoned_indices, save_poisoned_indices  # noqa: F401
 from snnsec.zoo.base import InputSpec, input_spec_of
 
 if TYPE_CHECKING:
     from art.estimators.classification import PyTorchClassifier
 
     from snnsec.attacks.poisoning import FrameDataset
-    from snnsec.experiment import AttackConfig, AttackSetup
+    from snnsec.attack_config import AttackConfig
+    from snnsec.attack_setup import AttackSetup
 
 __all__ = ["LoadedRun", "TorchView", "art_classifier", "load_run", "poisoned_indices_path"]
 
@@ -96,29 +97,6 @@ def art_classifier(classifier: Classifier, clip_values: tuple[float, float] | No
                              nb_classes=spec.num_classes, clip_values=clip_values, device_type=device_type)
 
 
-# ---- poisoned indices beside the run records ------------------------------------------------------------
-
-def poisoned_indices_path(out_dir: Path, run_id: str) -> Path:
-    """Where an attack run's poisoned training indices are kept: ``<out>/runs/<run_id>.poisoned.json``."""
-    return Path(out_dir) / "runs" / f"{run_id}.poisoned.json"
-
-
-def save_poisoned_indices(out_dir: Path, run_id: str, indices: Any) -> Path:
-    """Write the run's poisoned training indices (sorted positions in the training set) atomically."""
-    path = poisoned_indices_path(out_dir, run_id)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    values = [int(i) for i in np.asarray(indices).ravel()]
-    integrity.atomic_write_text(path, json.dumps({"run_id": run_id, "count": len(values), "indices": values}))
-    return path
-
-
-def read_poisoned_indices(path: Path) -> np.ndarray:
-    try:
-        return np.asarray(json.loads(Path(path).read_text())["indices"], dtype=np.int64)
-    except (OSError, ValueError, KeyError, TypeError) as err:
-        raise ConfigError(f"poisoned-indices file {path} cannot be read ({integrity.describe(err)})") from None
-
-
 # ---- loading a recorded run -----------------------------------------------------------------------------
 
 @dataclass
@@ -166,11 +144,14 @@ def load_run(run_id_or_prefix: str, out_dir: Path | str = "reports", cache_dir: 
     trigger rebuilt (fitted, or the trained generator loaded). Nothing is trained: a missing model is an
     error, as is a run that no longer rebuilds to the recorded config (data or code changed), an unknown id
     or an ambiguous prefix."""
-    # snnsec.experiment imports this module (it writes the poisoned-index files): imported here, when used.
-    from snnsec.experiment import Workspace, attack_config_of, prepare_attack
+    # Imported when used: ``import snnsec`` and the API's light parts do not load the attack pipeline.
+    from snnsec.attack_config import Workspace
+    from snnsec.attack_setup import prepare_attack
+    from snnsec.defending import find_attack_record
+    from snnsec.experiment import attack_config_of
 
     out = Path(out_dir)
-    record = _find_attack_record(str(run_id_or_prefix), out)
+    record = find_attack_record(str(run_id_or_prefix), out, who="load_run")
     run_id = record["run_id"]
     data_dir = data_dir if data_dir is not None else os.environ.get("SNNSEC_DATA_DIR") or None
     workspace = Workspace(data_dir=None if data_dir is None else Path(data_dir), out_dir=out, device=device,
@@ -193,27 +174,11 @@ def load_run(run_id_or_prefix: str, out_dir: Path | str = "reports", cache_dir: 
                      setup.trigger, setup.poisoned_train, setup.triggered_test, setup)
 
 
-def _find_attack_record(prefix: str, out: Path) -> dict[str, Any]:
-    path = out / "records.jsonl"
-    if not path.exists():
-        raise ConfigError(f"no run records at {path}; pass the out_dir the attack was run with")
-    records = load_records(path, "attack")
-    matches = [r for r in records if r["run_id"].startswith(prefix)] if prefix else []
-    if len(matches) == 1:
-        return matches[0]
-    if not matches:
-        known = ", ".join(sorted(r["run_id"] for r in records)[:20]) or "(none)"
-        raise ConfigError(f"no attack run with id {prefix!r} in {path}; attack runs there: {known}")
-    listed = "; ".join(f"{r['run_id']} ({r['config'].get('dataset')}, {r['config'].get('model')}, "
-                       f"{r['config'].get('trigger')})" for r in sorted(matches, key=lambda r: r["run_id"])[:20])
-    raise ConfigError(f"{len(matches)} attack runs in {path} start with {prefix!r}: {listed}; give more of the id")
-
-
 def _load_classifier(setup: AttackSetup, identity: dict[str, Any], artifact: str, record: dict[str, Any],
                      workspace: Any) -> Classifier:
     """The model saved under ``identity`` in the workspace's cache, loaded into a fresh build: never trained."""
     from snnsec.artifacts import load_model
-    from snnsec.experiment import model_path
+    from snnsec.model_cache import model_path
 
     path = model_path(workspace, identity)
     recorded = record.get("artifacts", {}).get(artifact)
@@ -232,7 +197,7 @@ def _load_classifier(setup: AttackSetup, identity: dict[str, Any], artifact: str
 def _with_trained_trigger(setup: AttackSetup, workspace: Any, record: dict[str, Any]) -> AttackSetup:
     """``setup`` with its learned trigger's trained generator loaded and the poisoned views rebuilt with it."""
     from snnsec.attacks.poisoning import poison_training_set, triggered_test_set
-    from snnsec.experiment import model_path
+    from snnsec.model_cache import model_path
 
     path = model_path(workspace, setup.attack_identity)
     generator_path = path.with_name(f"{path.stem}-generator.safetensors")

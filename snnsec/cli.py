@@ -85,7 +85,7 @@ TRIGGER_OPTIONS = _options(
 
 def _workspace(options: dict):
     """Pop the workspace options (paths, device) out of ``options``."""
-    from snnsec.experiment import Workspace
+    from snnsec.attack_config import Workspace
 
     workspace = Workspace(
         data_dir=options.pop("data_dir"), cache_dir=options.pop("cache_dir") or _default_cache_dir(),
@@ -113,7 +113,7 @@ def _check_writable(folder: Path, option: str) -> None:
 
 
 def _attack_config(options: dict):
-    from snnsec.experiment import AttackConfig
+    from snnsec.attack_config import AttackConfig
 
     options["trigger_options"] = _parse_options(options["trigger_options"])
     config_fields = {f.name for f in fields(AttackConfig)}
@@ -265,7 +265,7 @@ def report(out: Path) -> None:
 @click.option("--out", type=click.Path(file_okay=False, path_type=Path), default=Path("reports/triggers"), show_default=True)
 def show_trigger(**options) -> None:
     """Write a PNG grid of clean vs triggered frames over time and an animated GIF."""
-    from snnsec.experiment import trigger_example
+    from snnsec.attack_setup import trigger_example
     from snnsec.visualize import save_trigger_views
 
     split, index = options.pop("split"), options.pop("index")

@@ -9,21 +9,15 @@ from typing import Any
 
 import numpy as np
 
+from snnsec.attack_config import AttackConfig, Workspace
+from snnsec.attack_setup import prepare_attack
 from snnsec.attacks.poisoning import PoisonConfig
 from snnsec.defenses import DEFENSES, DefenseContext, GroundTruth, create_defense
 from snnsec.defenses.defender_data import split_for_defender
 from snnsec.detection import defense_effectiveness_rate
 from snnsec.errors import ConfigError
-from snnsec.experiment import (
-    AttackConfig,
-    Workspace,
-    attack_config_of,
-    attack_record_config,
-    backdoored_model,
-    model_path,
-    prepare_attack,
-    record_attack,
-)
+from snnsec.experiment import attack_config_of, attack_record_config, record_attack
+from snnsec.model_cache import backdoored_model, model_path
 from snnsec.plots import plot_defenses
 from snnsec.progress import log
 from snnsec.records import Column, RunRecord, append_record, config_hash, load_records, write_tables
@@ -74,23 +68,36 @@ def find_attack(run_id: str, out_dir: Path) -> tuple[AttackConfig, str]:
                           f"({type(err).__name__}: {err}); rerun it with `snnsec attack`") from None
 
 
-def find_attack_record(run_id: str, out_dir: Path) -> dict[str, Any]:
-    """The attack record in ``out_dir`` whose run id is ``run_id`` or starts with it. An empty id, no match
-    and several matches (listed) are one-line ConfigErrors."""
-    run_id = run_id.strip()
+def find_attack_record(run_id: str, out_dir: Path, who: str = "--attack-run") -> dict[str, Any]:
+    """The attack record in ``out_dir`` whose run id is ``run_id`` or starts with it (the one lookup of the
+    CLI and :func:`snnsec.api.load_run`; ``who`` names where the id came from). An empty id, a missing
+    records file, no match (the runs there listed) and several matches (listed) are one-line ConfigErrors."""
+    run_id, path = run_id.strip(), out_dir / "records.jsonl"
     if not run_id:
-        raise ConfigError("--attack-run needs a run id (or a unique prefix of one); see the Run column of "
+        raise ConfigError(f"{who} needs a run id (or a unique prefix of one); see the Run column of "
                           f"{out_dir / 'attack_results.md'}")
-    records = load_records(out_dir / "records.jsonl", "attack") if (out_dir / "records.jsonl").exists() else []
-    matches = sorted({r["run_id"] for r in records if r["run_id"].startswith(run_id)})
+    if not path.exists():
+        raise ConfigError(f"no attack run with id {run_id!r}: no run records at {path}; pass the out dir the "
+                          "attack was run with (--out)")
+    records: dict[str, dict[str, Any]] = {}
+    for record in load_records(path, "attack"):
+        records.setdefault(record["run_id"], record)  # a run recorded twice: its first record
+    matches = sorted(i for i in records if i.startswith(run_id))
     if not matches:
-        raise ConfigError(f"no attack run with id {run_id!r} in {out_dir / 'records.jsonl'}; "
-                          f"see the Run column of {out_dir / 'attack_results.md'} (or pass --out)")
+        raise ConfigError(f"no attack run with id {run_id!r} in {path}; attack runs there: {_listed(sorted(records))} "
+                          f"(the Run column of {out_dir / 'attack_results.md'}; or pass --out)")
     if len(matches) > 1:
-        shown = ", ".join(matches[:10]) + (f" and {len(matches) - 10} more" if len(matches) > 10 else "")
-        raise ConfigError(f"{len(matches)} attack runs start with {run_id!r} in {out_dir / 'records.jsonl'}: "
-                          f"{shown}; give more of the id")
-    return next(r for r in records if r["run_id"] == matches[0])
+        described = [f"{i} ({records[i]['config'].get('dataset')}, {records[i]['config'].get('model')}, "
+                     f"{records[i]['config'].get('trigger')})" for i in matches]
+        raise ConfigError(f"{len(matches)} attack runs in {path} start with {run_id!r}: {_listed(described, '; ')}; "
+                          "give more of the id")
+    return records[matches[0]]
+
+
+def _listed(items: list[str], sep: str = ", ", limit: int = 10) -> str:
+    """``items`` joined, the first ``limit`` of them and how many more."""
+    more = f" and {len(items) - limit} more" if len(items) > limit else ""
+    return sep.join(items[:limit]) + more if items else "(none)"
 
 
 def run_defense(config: DefenseConfig, attack: AttackConfig, workspace: Workspace = Workspace(),

@@ -4,7 +4,7 @@ A sweep spec is JSON::
 
     {"name": "triggers", "base": {"epochs": 4}, "grid": {"trigger": ["static", "moving"], "poison_rate": [0.01, 0.1]}}
 
-``base`` and each grid axis name :class:`~snnsec.experiment.AttackConfig` fields. An optional
+``base`` and each grid axis name :class:`~snnsec.attack_config.AttackConfig` fields. An optional
 ``"defenses"`` list runs defenses against every attack of the grid, each a name or an object
 ``{"defense": "strip", "options": {"overlays": 16}, "reserve_rate": 0.05}``. Records go to the
 workspace's out dir (``reports/<name>`` by default, so ``name`` must be a plain folder name); a run whose
@@ -21,11 +21,12 @@ from dataclasses import asdict, fields
 from pathlib import Path
 from typing import Any
 
+from snnsec.attack_config import AttackConfig, Workspace, resolve
 from snnsec.defending import DefenseConfig, defense_request_id, run_defense
 from snnsec.defenses import create_defense
 from snnsec.checks import check_seed, check_types
 from snnsec.errors import ConfigError, SnnsecError
-from snnsec.experiment import AttackConfig, Workspace, resolve, run_attack
+from snnsec.experiment import run_attack
 from snnsec.progress import log
 from snnsec.records import RunRecord, config_hash, load_records
 

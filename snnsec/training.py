@@ -1,4 +1,4 @@
-"""Surrogate-gradient BPTT training of a Classifier: AdamW/Adam, cosine schedule, seeded, with progress.
+"""Surrogate-gradient BPTT training of a Classifier: AdamW/Adam/SGD, cosine or constant lr, seeded, with progress.
 
 One loop trains every model: clean and poisoned training use it as it is; training that computes a batch's
 loss differently (a dynamic trigger's joint training, adversarial training, unlearning) passes a
@@ -40,7 +40,12 @@ from snnsec.progress import progress_bar
 if TYPE_CHECKING:
     from snnsec.zoo.base import TrainRecipe
 
-OPTIMIZERS = ("adamw", "adam")
+OPTIMIZERS = ("adamw", "adam", "sgd")
+SCHEDULES = ("cosine", "constant")
+
+#: Fields added after model identities were first hashed, with their defaults: :meth:`TrainConfig.identity`
+#: leaves a field out while it holds its default, so that configs that don't use it keep their identity.
+LATER_FIELDS = {"momentum": 0.0, "nesterov": False, "schedule": "cosine"}
 
 
 @dataclass(frozen=True)
@@ -53,6 +58,9 @@ class TrainConfig:
     seed: int = 0
     warmup_steps: int = 0  # linear warm-up from lr / (warmup_steps + 1); 0: cosine decay from the first step
     bn_recalibration_batches: int = 0  # re-estimate BN statistics over this many batches after training; 0: off
+    momentum: float = 0.0  # SGD's momentum (optimizer "sgd" only)
+    nesterov: bool = False  # Nesterov momentum (optimizer "sgd" with momentum > 0 only)
+    schedule: str = "cosine"  # "cosine": decay to 0 over the run (after any warm-up); "constant": lr throughout
 
     def __post_init__(self) -> None:
         if self.epochs < 1:
@@ -67,6 +75,22 @@ class TrainConfig:
             raise ConfigError(f"warm-up steps must be >= 0, got {self.warmup_steps}")
         if self.bn_recalibration_batches < 0:
             raise ConfigError(f"BN recalibration batches must be >= 0, got {self.bn_recalibration_batches}")
+        if self.weight_decay < 0:
+            raise ConfigError(f"weight decay must be >= 0, got {self.weight_decay}")
+        if not 0 <= self.momentum < 1:
+            raise ConfigError(f"momentum must be in [0, 1), got {self.momentum}")
+        if self.momentum and self.optimizer != "sgd":
+            raise ConfigError(f"momentum is an option of the sgd optimizer, not of {self.optimizer!r}")
+        if self.nesterov and not (self.optimizer == "sgd" and self.momentum > 0):
+            raise ConfigError("nesterov needs the sgd optimizer with momentum > 0")
+        if self.schedule not in SCHEDULES:
+            raise ConfigError(f"schedule must be one of {SCHEDULES}, got {self.schedule!r}")
+
+    def identity(self) -> dict[str, Any]:
+        """The fields that identify this recipe (for cache identities and run ids): all of them, except the
+        :data:`LATER_FIELDS` that hold their defaults, so that a config not using them hashes as before."""
+        fields = asdict(self)
+        return {k: v for k, v in fields.items() if k not in LATER_FIELDS or v != LATER_FIELDS[k]}
 
     def with_recipe(self, recipe: TrainRecipe | None) -> TrainConfig:
         """This config with a model's recipe (lr, weight decay, warm-up, BN recalibration) in place of those
@@ -106,6 +130,11 @@ class StepHook:
         """Called after each epoch; extra numbers to show beside the loss (default: none)."""
         return {}
 
+    def stop(self, epoch: int) -> bool:
+        """Asked after each epoch but the last (after :meth:`end_epoch`): ``True`` ends training there, an
+        early stop (default: never). A resumed run asks again after the epoch it redoes."""
+        return False
+
     def state_dict(self) -> dict[str, Any]:
         """The hook's own resumable state (default: none)."""
         return {}
@@ -121,17 +150,19 @@ def train(classifier: Classifier, dataset: Dataset, config: TrainConfig, label: 
     ``step`` computes each batch's loss (default: :class:`StepHook`, cross-entropy on the dataset's labels).
     With ``checkpoint``, the full training state (weights, optimizer, schedule, RNG states, the hook's
     state) is saved there after every epoch and a run that finds one resumes after its last epoch, with the
-    same numbers an uninterrupted run gives; the file is removed when training ends.
+    same numbers an uninterrupted run gives; the file is removed when training ends. A hook's
+    :meth:`StepHook.stop` may end training before ``config.epochs``.
     """
     step = StepHook() if step is None else step
+    if len(dataset) == 0:  # type: ignore[arg-type]
+        raise ConfigError(f"{label}: the training set is empty")
     seed_everything(config.seed)
     device = classifier.device
     shuffle = torch.Generator().manual_seed(config.seed)
     loader = DataLoader(dataset, batch_size=config.batch_size, shuffle=True, drop_last=False, generator=shuffle)
     params = [p for p in classifier.net.parameters() if p.requires_grad]
-    optim_cls = torch.optim.AdamW if config.optimizer == "adamw" else torch.optim.Adam
-    optimizer = optim_cls(params, lr=config.lr, weight_decay=config.weight_decay)
-    scheduler = _schedule(optimizer, config.epochs * len(loader), config.warmup_steps)
+    optimizer = make_optimizer(config, params)
+    scheduler = _schedule(optimizer, config.epochs * len(loader), config.warmup_steps, config.schedule)
     history: list[float] = []
     saved = load_training_state(checkpoint) if checkpoint is not None else None
     if saved is not None:
@@ -162,6 +193,8 @@ def train(classifier: Classifier, dataset: Dataset, config: TrainConfig, label: 
             extra = step.end_epoch(epoch)
             if extra:
                 advance(0, epoch=epoch + 1, loss=total / count, **extra)
+            if epoch + 1 < config.epochs and step.stop(epoch):
+                break  # before saving: a run killed here redoes this epoch and stops again
             if checkpoint is not None and epoch + 1 < config.epochs:
                 save_training_state(checkpoint, {
                     "model": classifier.net.state_dict(), "optimizer": optimizer.state_dict(),
@@ -175,15 +208,28 @@ def train(classifier: Classifier, dataset: Dataset, config: TrainConfig, label: 
     return history
 
 
-def _schedule(optimizer: torch.optim.Optimizer, steps: int, warmup: int) -> torch.optim.lr_scheduler.LRScheduler:
-    """Cosine decay to 0 over ``steps``; with ``warmup``, a linear rise first and the cosine over the rest."""
-    if not warmup:
+def make_optimizer(config: TrainConfig, params: Sequence[Tensor]) -> torch.optim.Optimizer:
+    """The optimizer ``config`` names, at its lr and weight decay (SGD with its momentum and Nesterov flag)."""
+    if config.optimizer == "sgd":
+        return torch.optim.SGD(params, lr=config.lr, momentum=config.momentum, weight_decay=config.weight_decay,
+                               nesterov=config.nesterov)
+    optim_cls = torch.optim.AdamW if config.optimizer == "adamw" else torch.optim.Adam
+    return optim_cls(params, lr=config.lr, weight_decay=config.weight_decay)
+
+
+def _schedule(optimizer: torch.optim.Optimizer, steps: int, warmup: int,
+              schedule: str = "cosine") -> torch.optim.lr_scheduler.LRScheduler:
+    """Cosine decay to 0 over ``steps`` (``schedule="constant"``: the lr throughout); with ``warmup``, a
+    linear rise first and the decay (or constant lr) over the rest."""
+    if not warmup and schedule == "cosine":
         return torch.optim.lr_scheduler.CosineAnnealingLR(optimizer, T_max=steps)
     decay = max(1, steps - warmup)
 
     def factor(step: int) -> float:
         if step < warmup:
             return (step + 1) / (warmup + 1)
+        if schedule == "constant":
+            return 1.0
         return 0.5 * (1 + cos(pi * min(step - warmup, decay) / decay))
 
     return torch.optim.lr_scheduler.LambdaLR(optimizer, factor)

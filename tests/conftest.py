@@ -6,6 +6,11 @@ from pathlib import Path
 import pytest
 import torch
 
+if os.environ.get("PYTEST_XDIST_WORKER") and "OMP_NUM_THREADS" not in os.environ:
+    # Parallel test workers (pytest -n 2): one intra-op thread each, so two workers on two cores do not
+    # oversubscribe OpenMP (its barriers stall many times over when another process holds a core).
+    torch.set_num_threads(1)
+
 from snnsec.attacks.poisoning import FrameDataset
 from snnsec.datasets import DATASETS
 from snnsec.framing import FramingConfig, encode, frame_dataset

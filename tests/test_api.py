@@ -15,10 +15,14 @@ import numpy as np
 import pytest
 import torch
 
-import snnsec.experiment as experiment
+import snnsec.attack_config as attack_config
+import snnsec.attack_setup as attack_setup
+import snnsec.model_cache as model_cache
 import snnsec.training as training
 from snnsec import api
 from snnsec.artifacts import read_card
+from snnsec.attack_config import make_trigger
+from snnsec.attack_setup import prepare_attack, trigger_example
 from snnsec.classifier import Classifier
 from snnsec.datasets import DATASETS
 from snnsec.datasets.digits_dvs import SPEC as DIGITS_SPEC
@@ -80,7 +84,7 @@ def loaded(recorded):
 
 @pytest.fixture
 def no_training(monkeypatch):
-    monkeypatch.setattr(experiment, "train", _no_training)
+    monkeypatch.setattr(model_cache, "train", _no_training)
     monkeypatch.setattr(training, "train", _no_training)
 
 
@@ -157,6 +161,36 @@ def test_workspace_honours_snnsec_cache_dir(monkeypatch, tmp_path):
     assert Workspace().cache_dir == tmp_path
     monkeypatch.delenv("SNNSEC_CACHE_DIR")
     assert Workspace().cache_dir == Path.home() / ".cache" / "snnsec"
+
+
+def test_load_run_shares_the_cli_lookup(recorded):
+    record, workspace = recorded
+    with pytest.raises(ConfigError, match="load_run needs a run id"):
+        api.load_run("  ", out_dir=workspace.out_dir)
+    run = api.load_run(f" {record.run_id[:6]} ", out_dir=workspace.out_dir, cache_dir=workspace.cache_dir, device="cpu")
+    assert run.run_id == record.run_id
+
+
+def test_prepare_attack_builds_the_trigger_once_and_trigger_example_shows_it(recorded, monkeypatch):
+    """resolve_attack builds the trigger to check it and prepare_attack reuses it (binary frames: the value
+    is known before any data is read); trigger_example is the prepared attack's trigger on one sample."""
+    _, workspace = recorded
+    built = []
+
+    def counted(config):
+        built.append(config.trigger_value)
+        return make_trigger(config)
+
+    monkeypatch.setattr(attack_config, "make_trigger", counted)
+    monkeypatch.setattr(attack_setup, "make_trigger", counted)
+    setup = prepare_attack(CONFIG, workspace)
+    assert built == [1.0]
+    clean, triggered, label = trigger_example(CONFIG, workspace, "train", 3)
+    frames, y = setup.train_set[3]
+    assert torch.equal(clean, frames) and label == y
+    assert torch.equal(triggered, setup.trigger.apply(frames)) and not torch.equal(triggered, clean)
+    with pytest.raises(ConfigError, match=r"--index must be in \[0, "):
+        trigger_example(CONFIG, workspace, "test", len(setup.test_set))
 
 
 # ---- input checks and the nn.Module view -----------------------------------------------------------------
@@ -279,7 +313,7 @@ def test_readme_python_api_example_runs(recorded, monkeypatch, capsys):
     assert re.search(call, code)
     code = re.sub(call, f"load_run({record.run_id[:6]!r}, out_dir={str(workspace.out_dir)!r})", code)
     monkeypatch.setenv("SNNSEC_CACHE_DIR", str(workspace.cache_dir))  # the example uses the default cache
-    monkeypatch.setattr(experiment, "train", _no_training)
+    monkeypatch.setattr(model_cache, "train", _no_training)
     exec(compile(code, "README.md", "exec"), {})
     printed = capsys.readouterr().out
     assert re.search(r"clean [01]\.\d+, under FGSM [01]\.\d+", printed)

@@ -10,14 +10,14 @@ from torch import nn
 from snnsec.classifier import Classifier
 from snnsec.defenses import create_defense
 from snnsec.defenses.base import DefenseContext, GroundTruth, InputFilter
-from snnsec.defenses.abl import unlearning_optimizer
+from snnsec.defenses.abl import GradientAscent, LocalGradientAscent
 from snnsec.defenses.event_purification import denoise_mask, refractory_mask
 from snnsec.defenses.neural_cleanse import CostSchedule, TriggerSearch, reverse_engineer
 from snnsec.defenses.pruning import prune
 from snnsec.defenses.strip import overlay_choices
 from snnsec.detection import detection
 from snnsec.errors import ConfigError
-from snnsec.training import TrainConfig
+from snnsec.training import TrainConfig, accuracy, make_optimizer
 
 
 def frames(T=4, P=2, H=8, W=8):
@@ -277,15 +277,50 @@ def test_neural_cleanse_reference_schedule_stops_before_its_step_budget(monkeypa
 
 def test_abl_unlearning_optimizer_is_the_references_by_default():
     params = [nn.Parameter(torch.zeros(2))]
-    sgd = unlearning_optimizer(create_defense("abl").optimizer, params, 5e-4)
+    recipe = create_defense("abl").unlearning_training(TrainConfig(batch_size=16), seed=3)
+    assert (recipe.schedule, recipe.batch_size, recipe.seed, recipe.epochs) == ("constant", 16, 3, 5)
+    sgd = make_optimizer(recipe, params)
     assert isinstance(sgd, torch.optim.SGD)
     group = sgd.param_groups[0]
     assert (group["lr"], group["momentum"], group["weight_decay"], group["nesterov"]) == (5e-4, 0.9, 1e-4, True)
-    assert isinstance(unlearning_optimizer("adamw", params, 5e-4), torch.optim.AdamW)
+    adamw = make_optimizer(create_defense("abl", optimizer="adamw").unlearning_training(TrainConfig(), 0), params)
+    assert isinstance(adamw, torch.optim.AdamW) and adamw.param_groups[0]["weight_decay"] == 0.0
     defaults = create_defense("abl")
     assert (defaults.unlearning_epochs, defaults.unlearning_lr, defaults.stop_accuracy) == (5, 5e-4, 0.0)
     with pytest.raises(ConfigError, match="optimizer must be one of sgd, adamw"):
         create_defense("abl", optimizer="adam")
+
+
+def test_abl_step_hooks_compute_local_gradient_ascent_and_negated_loss():
+    clf = Classifier(Planted(2, 2), "feat")
+    with torch.no_grad():
+        clf.net.head.weight.zero_()  # uniform logits: every sample's loss is log 2 = 0.693
+        clf.net.head.bias.zero_()
+    batch = [torch.ones(3, 1, 2, 1, 1), torch.tensor([0, 1, 0])]
+    lga, n = LocalGradientAscent(gamma=1.0).loss(clf, batch, 0)  # below the floor: ascent, -l
+    assert n == 3 and lga.item() == pytest.approx(-np.log(2))
+    lga, _ = LocalGradientAscent(gamma=0.5).loss(clf, batch, 0)  # above it: descent, +l
+    assert lga.item() == pytest.approx(np.log(2))
+    ascent, n = GradientAscent(clf, batch).loss(clf, batch, 0)
+    assert n == 3 and ascent.item() == pytest.approx(-np.log(2))
+
+
+def test_abl_unlearning_stops_once_the_isolated_samples_lose_their_label(monkeypatch):
+    data = Vectors(np.tile(np.eye(4), (4, 1)), np.arange(16) % 4)
+    clf = Classifier(Planted(4, 4), "feat")
+    with torch.no_grad():
+        clf.net.head.weight.copy_(5 * torch.eye(4))  # every sample keeps its label
+        clf.net.head.bias.zero_()
+    ctx = DefenseContext(clf, data, data, 4, TrainConfig(batch_size=4), lambda: clf)
+    assert accuracy(clf, data) == 1.0
+    asked = []
+    original = GradientAscent.stop
+    monkeypatch.setattr(GradientAscent, "stop", lambda self, epoch: asked.append(original(self, epoch)) or asked[-1])
+    abl = create_defense("abl", optimizer="adamw", unlearning_lr=0.5, unlearning_epochs=50, stop_accuracy=0.5)
+    model = abl.repair(ctx, np.ones(16, bool))
+    assert accuracy(model, data) < 0.5  # unlearned
+    assert 1 <= len(asked) < 49 and asked[-1] and not any(asked[:-1])  # asked each epoch, ended at the first yes
+    assert not model.net.training
 
 
 def test_abl_isolation_ranks_fast_learned_planted_samples_first():

@@ -1,0 +1,91 @@
+"""An attack's two models, trained once and cached by identity: the clean model and the backdoored one
+(for a learned trigger, trained jointly with its trigger generator). Interrupted training resumes."""
+from __future__ import annotations
+
+from dataclasses import asdict, replace
+from pathlib import Path
+
+from snnsec import integrity
+from snnsec.artifacts import load_cached_model, remove_training_state, save_model
+from snnsec.attack_config import Workspace
+from snnsec.attack_setup import AttackSetup
+from snnsec.attacks import PoisonConfig
+from snnsec.attacks.poisoning import FrameDataset, poison_training_set, triggered_test_set
+from snnsec.classifier import Classifier
+from snnsec.progress import log
+from snnsec.records import config_hash
+from snnsec.training import TrainConfig, train
+from snnsec.zoo.base import input_spec_of
+
+
+def model_path(workspace: Workspace, identity: dict) -> Path:
+    return workspace.cache_dir / "models" / f"{config_hash(identity)}.safetensors"
+
+
+def clean_model(setup: AttackSetup, workspace: Workspace) -> Classifier:
+    """The model trained on the clean training set (cached by identity)."""
+    return _trained(setup.build, setup.train_set, setup.training, setup.clean_identity, workspace, "clean model")
+
+
+def backdoored_model(setup: AttackSetup, workspace: Workspace) -> tuple[Classifier, AttackSetup]:
+    """The model trained on the poisoned training set (cached by identity), and the attack setup to
+    evaluate it with: ``setup`` itself, or for a learned trigger (trained jointly with the model) a new
+    setup holding the trained trigger and the training and test sets it triggers. ``setup`` is not changed."""
+    if hasattr(setup.trigger, "train_backdoor"):
+        classifier, trigger = _trained_jointly(setup.build, setup.trigger, setup.train_set, setup.poison,
+                                               setup.training, setup.num_classes, setup.attack_identity, workspace)
+        trained = replace(
+            setup, trigger=trigger,
+            poisoned_train=poison_training_set(setup.train_set, trigger, setup.poison, setup.num_classes),
+            triggered_test=triggered_test_set(setup.test_set, trigger, setup.poison, setup.num_classes))
+        return classifier, trained
+    return _trained(setup.build, setup.poisoned_train, setup.training, setup.attack_identity, workspace,
+                    "backdoored model"), setup
+
+
+def _trained_jointly(build, trigger, train_set: FrameDataset, poison: PoisonConfig, training: TrainConfig,
+                     num_classes: int, identity: dict, workspace: Workspace):
+    """Classifier and trigger generator trained together (dynamic triggers), or both from the cache."""
+    path = model_path(workspace, identity)
+    generator_path = path.with_name(f"{path.stem}-generator.safetensors")
+    classifier = build()
+    integrity.sweep_temps(path.parent)
+    if path.exists() and generator_path.exists():
+        if (integrity.usable(generator_path, "cached trigger generator", generator_path.with_suffix(".json"))
+                and load_cached_model(path, classifier.net, "cached backdoored model")):
+            log(f"backdoored model: reusing {path} and {generator_path}")
+            classifier.net.eval()
+            return classifier, trigger.load_generator(generator_path).to(classifier.device)
+        classifier = build()  # the failed load may have filled some weights
+    partial_path = path.with_name(f"{path.stem}.partial.pt")
+    if partial_path.exists() and integrity.usable(partial_path, "resume checkpoint"):
+        log(f"backdoored model: resuming joint training from the last finished epoch ({partial_path})")
+    result = trigger.train_backdoor(classifier, train_set, poison, training, num_classes, checkpoint=partial_path)
+    remove_training_state(partial_path)
+    result.trigger.save_generator(generator_path)  # generator first: the classifier file marks "done"
+    save_model(path, classifier.net, {**identity, "input_spec": asdict(input_spec_of(classifier.net)),
+                                      "loss_per_epoch": result.history["loss"],
+                                      "generator_loss_per_epoch": result.history["generator_loss"],
+                                      "generator_digest": result.trigger.generator_digest()})
+    return result.classifier, result.trigger.to(classifier.device)
+
+
+def _trained(build, dataset, training: TrainConfig, identity: dict, workspace: Workspace, label: str) -> Classifier:
+    """A model trained on ``dataset``, loaded from the cache when the same identity was trained before."""
+    path = model_path(workspace, identity)
+    classifier = build()
+    integrity.sweep_temps(path.parent)
+    if path.exists():
+        if load_cached_model(path, classifier.net, f"cached {label}"):
+            log(f"{label}: reusing {path}")
+            classifier.net.eval()
+            return classifier
+        classifier = build()  # the failed load may have filled some weights
+    partial = path.with_name(f"{path.stem}.partial.pt")
+    if partial.exists() and integrity.usable(partial, "resume checkpoint"):
+        log(f"{label}: resuming from the last finished epoch ({partial})")
+    history = train(classifier, dataset, training, label=f"training {label}", checkpoint=partial)
+    remove_training_state(partial)
+    save_model(path, classifier.net, {**identity, "input_spec": asdict(input_spec_of(classifier.net)),
+                                      "loss_per_epoch": history})
+    return classifier
