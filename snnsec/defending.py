@@ -13,7 +13,7 @@ from snnsec.attack_config import AttackConfig, Workspace
 from snnsec.attack_setup import prepare_attack
 from snnsec.attacks.poisoning import PoisonConfig
 from snnsec.defenses import DEFENSES, DefenseContext, GroundTruth, create_defense
-from snnsec.defenses.defender_data import split_for_defender
+from snnsec.defenses.defender_data import draw_reserve, split_for_defender
 from snnsec.detection import defense_effectiveness_rate
 from snnsec.errors import ConfigError
 from snnsec.experiment import attack_config_of, attack_record_config, record_attack
@@ -109,6 +109,8 @@ def run_defense(config: DefenseConfig, attack: AttackConfig, workspace: Workspac
     defense = create_defense(config.defense, **dict(config.options))  # bad parameters fail before any work
     request_id = config_hash(asdict(attack))
     setup = prepare_attack(attack, workspace)
+    # A reserve larger than the clean rows fails here, before any model is trained.
+    draw_reserve(len(setup.train_set), np.asarray(setup.poisoned_train.indices), config.reserve_rate, config.seed)
     artifact = model_path(workspace, setup.attack_identity)  # before a learned trigger is trained
     learned = hasattr(setup.trigger, "train_backdoor")  # its run id is known only once trained
     recorded = {r["run_id"] for r in load_records(workspace.out_dir / "records.jsonl", "attack")}

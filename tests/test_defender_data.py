@@ -113,3 +113,25 @@ def test_raw_events_are_handed_over_for_the_reserve_only():
     assert events.sensor_size == (4, 4, 2)
     for i in range(len(events)):  # reserve sample i's own raw events, nothing else
         assert int(events[i][0][0]) == int(held.clean_reserve[i][0][0, 0, 0, 0])
+
+
+def test_a_reserve_larger_than_the_clean_rows_fails_before_any_training(monkeypatch, tmp_path):
+    """`snnsec defend --reserve-rate` too large for the unpoisoned rows: one line, before a model is trained."""
+    from types import SimpleNamespace
+
+    from snnsec import defending
+    from snnsec.errors import ConfigError
+    from snnsec.experiment import AttackConfig, Workspace
+
+    setup = SimpleNamespace(train_set=list(range(100)), poisoned_train=SimpleNamespace(indices=np.arange(20)),
+                            attack_identity={}, trigger=object())
+    monkeypatch.setattr(defending, "prepare_attack", lambda attack, workspace: setup)
+
+    def no_training(*args, **kwargs):
+        raise AssertionError("a model was requested before the reserve was checked")
+
+    monkeypatch.setattr(defending, "record_attack", no_training)
+    monkeypatch.setattr(defending, "backdoored_model", no_training)
+    with pytest.raises(ConfigError, match="lower --reserve-rate"):
+        defending.run_defense(defending.DefenseConfig("strip", reserve_rate=0.9), AttackConfig(),
+                              Workspace(out_dir=tmp_path))

@@ -235,17 +235,22 @@ ATTENTION = {
 }
 
 
-@pytest.mark.parametrize("model", sorted(ATTENTION))
-def test_transformer_attention_products_match_a_hand_count(model):
+def _tiny_firing_transformer(model: str):
+    """A seeded tiny zoo transformer in train mode (BN on batch statistics: every layer fires at init), its
+    config, its Classifier and a seeded count-frame batch [2, 3, 2, 34, 34]."""
     from snnsec.zoo.base import MODELS
-    from snnsec.zoo.transformer_parts import token_grid
 
     torch.manual_seed(0)
     spec = InputSpec(frames=3, channels=2, height=34, width=34, num_classes=10)
-    config = MODELS.get(model).configs["tiny"]
-    net = create_model(model, spec, "tiny").train()  # BN on batch statistics: every layer fires at init
-    clf = Classifier(net)
+    net = create_model(model, spec, "tiny").train()
     x = torch.randint(0, 3, (2, 3, 2, 34, 34), generator=torch.Generator().manual_seed(0)).float()
+    return MODELS.get(model).configs["tiny"], net, Classifier(net), x
+
+@pytest.mark.parametrize("model", sorted(ATTENTION))
+def test_transformer_attention_products_match_a_hand_count(model):
+    from snnsec.zoo.transformer_parts import token_grid
+
+    config, net, clf, x = _tiny_firing_transformer(model)
     scores = []  # Q K^T of Spikformer / Spikingformer: integer-valued, so (Q K^T) V is priced by V's spikes
     if model != "spike-driven-transformer":
         net.block[0].attn.qk.register_forward_hook(lambda _m, _args, out: scores.append(out))
@@ -372,15 +377,9 @@ def test_agrees_with_spikingjelly_synop_counter_on_padded_convolutions():
 @pytest.mark.parametrize("model", ["spikformer", "spikingformer"])
 def test_kv_first_attention_on_zoo_transformers(model):
     """Spikingformer's script order Q (K^T V): N d^2 per head for each product, N / d times fewer than (Q K^T) V."""
-    from snnsec.zoo.base import MODELS
     from snnsec.zoo.transformer_parts import token_grid
 
-    torch.manual_seed(0)
-    spec = InputSpec(frames=3, channels=2, height=34, width=34, num_classes=10)
-    config = MODELS.get(model).configs["tiny"]
-    net = create_model(model, spec, "tiny").train()  # BN on batch statistics: every layer fires at init
-    clf = Classifier(net)
-    x = torch.randint(0, 3, (2, 3, 2, 34, 34), generator=torch.Generator().manual_seed(0)).float()
+    config, net, clf, x = _tiny_firing_transformer(model)
     computed = measure_energy(net, lambda: clf.logits(x))
     kv_first = measure_energy(net, lambda: clf.logits(x), convention="spikingformer-script")
     grid = token_grid(34, 34, config.pooling)
