@@ -96,9 +96,11 @@ def load_attack_data(resolved: ResolvedAttack, workspace: Workspace) -> AttackDa
     return AttackData(resolved, train_set, test_set, raw_train, raw_test, data_key, trigger)
 
 
-def prepare_attack(config: AttackConfig, workspace: Workspace = Workspace()) -> AttackSetup:
+def prepare_attack(config: AttackConfig, workspace: Workspace | None = None) -> AttackSetup:
     """Resolve ``config``, load (cached) frames, fit the trigger and build the poisoned views (lazy: no
-    sample is triggered or framed until it is read)."""
+    sample is triggered or framed until it is read). ``workspace`` defaults to ``Workspace()``, read at call
+    time (``SNNSEC_CACHE_DIR``)."""
+    workspace = workspace or Workspace()
     resolved = resolve_attack(config)  # bad input fails in milliseconds, a bad device before any data is read
     device = workspace.torch_device()
     data = load_attack_data(resolved, workspace)

@@ -100,11 +100,12 @@ def _listed(items: list[str], sep: str = ", ", limit: int = 10) -> str:
     return sep.join(items[:limit]) + more if items else "(none)"
 
 
-def run_defense(config: DefenseConfig, attack: AttackConfig, workspace: Workspace = Workspace(),
+def run_defense(config: DefenseConfig, attack: AttackConfig, workspace: Workspace | None = None,
                 attack_run_id: str | None = None) -> RunRecord:
     """Run one defense against the backdoored model of ``attack``. An attack given by its options and not
     yet recorded in the workspace is run first (as ``snnsec attack``: cached models are reused), so
-    that every defense row points at an attack row."""
+    that every defense row points at an attack row. ``workspace`` defaults to ``Workspace()`` (read at call time)."""
+    workspace = workspace or Workspace()
     started = datetime.now(timezone.utc)
     defense = create_defense(config.defense, **dict(config.options))  # bad parameters fail before any work
     request_id = config_hash(asdict(attack))

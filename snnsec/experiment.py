@@ -69,10 +69,12 @@ ATTACK_COLUMNS = [
 ]
 
 
-def run_attack(config: AttackConfig, workspace: Workspace = Workspace(),
+def run_attack(config: AttackConfig, workspace: Workspace | None = None,
                energy_convention: str = DEFAULT_CONVENTION) -> RunRecord:
     """Run (or reuse the cached parts of) one backdoor attack and append its record to the reports;
-    energies are counted under ``energy_convention`` (:data:`snnsec.energy.CONVENTIONS`)."""
+    energies are counted under ``energy_convention`` (:data:`snnsec.energy.CONVENTIONS`). ``workspace``
+    defaults to ``Workspace()``, read at call time (``SNNSEC_CACHE_DIR``)."""
+    workspace = workspace or Workspace()
     return record_attack(prepare_attack(config, workspace), config_hash(asdict(config)), workspace,
                          energy_convention)[0]
 

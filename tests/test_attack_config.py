@@ -38,3 +38,24 @@ def test_poisoned_indices_round_trip_and_a_damaged_file_is_one_line(tmp_path):
     path.write_text("{not json")
     with pytest.raises(ConfigError, match="poisoned-indices file .* cannot be read"):
         read_poisoned_indices(path)
+
+
+def test_default_workspace_reads_the_cache_dir_at_call_time(monkeypatch, tmp_path):
+    """`prepare_attack(config)` without a workspace uses SNNSEC_CACHE_DIR as set when it is called."""
+    import snnsec.attack_setup as attack_setup
+    from snnsec.experiment import AttackConfig
+
+    seen = []
+
+    class Seen(Exception):
+        pass
+
+    def capture(resolved, workspace):
+        seen.append(workspace.cache_dir)
+        raise Seen
+
+    monkeypatch.setattr(attack_setup, "load_attack_data", capture)
+    monkeypatch.setenv("SNNSEC_CACHE_DIR", str(tmp_path / "later"))
+    with pytest.raises(Seen):
+        attack_setup.prepare_attack(AttackConfig())
+    assert seen == [tmp_path / "later"]
