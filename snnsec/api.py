@@ -196,18 +196,13 @@ def _load_classifier(setup: AttackSetup, identity: dict[str, Any], artifact: str
 
 def _with_trained_trigger(setup: AttackSetup, workspace: Any, record: dict[str, Any]) -> AttackSetup:
     """``setup`` with its learned trigger's trained generator loaded and the poisoned views rebuilt with it."""
-    from snnsec.attacks.poisoning import poison_training_set, triggered_test_set
-    from snnsec.model_cache import model_path
+    from snnsec.model_cache import generator_path, model_path, with_trained_trigger
 
-    path = model_path(workspace, setup.attack_identity)
-    generator_path = path.with_name(f"{path.stem}-generator.safetensors")
-    if not generator_path.exists():
-        raise ConfigError(f"run {record['run_id']}: trained trigger generator {generator_path} is missing; pass "
+    generator_file = generator_path(model_path(workspace, setup.attack_identity))
+    if not generator_file.exists():
+        raise ConfigError(f"run {record['run_id']}: trained trigger generator {generator_file} is missing; pass "
                           "the cache_dir the attack was run with, or run the attack again")
-    trigger = setup.trigger.load_generator(generator_path).to(setup.device)
-    return replace(setup, trigger=trigger,
-                   poisoned_train=poison_training_set(setup.train_set, trigger, setup.poison, setup.num_classes),
-                   triggered_test=triggered_test_set(setup.test_set, trigger, setup.poison, setup.num_classes))
+    return with_trained_trigger(setup, setup.trigger.load_generator(generator_file).to(setup.device))
 
 
 def _check_rebuilt(setup: AttackSetup, record: dict[str, Any]) -> None:

@@ -17,10 +17,6 @@ from snnsec.errors import SnnsecError
 LISTABLE = ("models", "attacks", "triggers", "datasets", "defenses")
 
 
-def _default_cache_dir() -> Path:
-    return Path(os.environ.get("SNNSEC_CACHE_DIR", Path.home() / ".cache" / "snnsec"))
-
-
 class _Cli(click.Group):
     def invoke(self, ctx: click.Context):
         try:
@@ -85,10 +81,10 @@ TRIGGER_OPTIONS = _options(
 
 def _workspace(options: dict):
     """Pop the workspace options (paths, device) out of ``options``."""
-    from snnsec.attack_config import Workspace
+    from snnsec.attack_config import Workspace, default_cache_dir
 
     workspace = Workspace(
-        data_dir=options.pop("data_dir"), cache_dir=options.pop("cache_dir") or _default_cache_dir(),
+        data_dir=options.pop("data_dir"), cache_dir=options.pop("cache_dir") or default_cache_dir(),
         out_dir=options.pop("out", Path("reports")), device=options.pop("device", "auto"),
     )
     _check_writable(workspace.out_dir, "--out")

@@ -34,35 +34,43 @@ def backdoored_model(setup: AttackSetup, workspace: Workspace) -> tuple[Classifi
     if hasattr(setup.trigger, "train_backdoor"):
         classifier, trigger = _trained_jointly(setup.build, setup.trigger, setup.train_set, setup.poison,
                                                setup.training, setup.num_classes, setup.attack_identity, workspace)
-        trained = replace(
-            setup, trigger=trigger,
-            poisoned_train=poison_training_set(setup.train_set, trigger, setup.poison, setup.num_classes),
-            triggered_test=triggered_test_set(setup.test_set, trigger, setup.poison, setup.num_classes))
-        return classifier, trained
+        return classifier, with_trained_trigger(setup, trigger)
     return _trained(setup.build, setup.poisoned_train, setup.training, setup.attack_identity, workspace,
                     "backdoored model"), setup
+
+
+def with_trained_trigger(setup: AttackSetup, trigger) -> AttackSetup:
+    """A new setup holding a learned trigger in its trained state, and the training and test sets it triggers."""
+    return replace(setup, trigger=trigger,
+                   poisoned_train=poison_training_set(setup.train_set, trigger, setup.poison, setup.num_classes),
+                   triggered_test=triggered_test_set(setup.test_set, trigger, setup.poison, setup.num_classes))
+
+
+def generator_path(model_file: Path) -> Path:
+    """Where a learned trigger's generator is cached, beside the backdoored model trained with it."""
+    return model_file.with_name(f"{model_file.stem}-generator.safetensors")
 
 
 def _trained_jointly(build, trigger, train_set: FrameDataset, poison: PoisonConfig, training: TrainConfig,
                      num_classes: int, identity: dict, workspace: Workspace):
     """Classifier and trigger generator trained together (dynamic triggers), or both from the cache."""
     path = model_path(workspace, identity)
-    generator_path = path.with_name(f"{path.stem}-generator.safetensors")
+    generator_file = generator_path(path)
     classifier = build()
     integrity.sweep_temps(path.parent)
-    if path.exists() and generator_path.exists():
-        if (integrity.usable(generator_path, "cached trigger generator", generator_path.with_suffix(".json"))
+    if path.exists() and generator_file.exists():
+        if (integrity.usable(generator_file, "cached trigger generator", generator_file.with_suffix(".json"))
                 and load_cached_model(path, classifier.net, "cached backdoored model")):
-            log(f"backdoored model: reusing {path} and {generator_path}")
+            log(f"backdoored model: reusing {path} and {generator_file}")
             classifier.net.eval()
-            return classifier, trigger.load_generator(generator_path).to(classifier.device)
+            return classifier, trigger.load_generator(generator_file).to(classifier.device)
         classifier = build()  # the failed load may have filled some weights
     partial_path = path.with_name(f"{path.stem}.partial.pt")
     if partial_path.exists() and integrity.usable(partial_path, "resume checkpoint"):
         log(f"backdoored model: resuming joint training from the last finished epoch ({partial_path})")
     result = trigger.train_backdoor(classifier, train_set, poison, training, num_classes, checkpoint=partial_path)
     remove_training_state(partial_path)
-    result.trigger.save_generator(generator_path)  # generator first: the classifier file marks "done"
+    result.trigger.save_generator(generator_file)  # generator first: the classifier file marks "done"
     save_model(path, classifier.net, {**identity, "input_spec": asdict(input_spec_of(classifier.net)),
                                       "loss_per_epoch": result.history["loss"],
                                       "generator_loss_per_epoch": result.history["generator_loss"],
