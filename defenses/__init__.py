@@ -3,6 +3,7 @@ from snnsec.defenses.base import DEFENSES, FAMILIES, Defense, DefenseContext, Gr
 
 from snnsec.defenses import (  # noqa: E402,F401
     abl,
+    adversarial_training,
     activation_clustering,
     event_purification,
     fine_pruning,

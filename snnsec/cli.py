@@ -14,7 +14,7 @@ import click
 from snnsec.checks import MAX_SEED
 from snnsec.errors import SnnsecError
 
-LISTABLE = ("models", "attacks", "triggers", "datasets", "defenses")
+LISTABLE = ("models", "attacks", "triggers", "datasets", "defenses", "evasions")
 
 
 class _Cli(click.Group):
@@ -252,6 +252,79 @@ def report(out: Path) -> None:
         click.echo(str(path))
 
 
+@cli.command()
+@click.option("--model", default="spiking-cnn", show_default=True, help="Zoo model (see `snnsec list models`).")
+@click.option("--model-config", default=None, help="Named model configuration (default: chosen for the data).")
+@click.option("--attack", "attack_name", default="pgd", show_default=True,
+              help="Evasion attack (see `snnsec list evasions`).")
+@click.option("--attack-opt", "attack_options", multiple=True, metavar="KEY=VALUE",
+              help="An attack parameter (repeatable), e.g. --attack-opt steps=20.")
+@click.option("--budget", "budgets", type=float, multiple=True,
+              help="Perturbation budget (repeatable): elements flipped on binary frames (L0), events per element "
+                   "on count frames (L-inf; see --norm). Default: 10 50 200 800 (binary), 1 2 4 (counts).")
+@click.option("--norm", type=click.Choice(["l0", "linf", "l2"]), default=None,
+              help="Budget norm (default: l0 on binary frames, linf on count frames).")
+@click.option("--surrogate", "surrogates", multiple=True, metavar="NAME",
+              help="Surrogate gradient of the attack (repeatable): model, sigmoid:A, atan:A, pdsg, rate, or sweep "
+                   "(all of them; the table adds the best over them). Default: model.")
+@click.option("--samples", type=int, default=100, show_default=True,
+              help="Correctly classified test samples attacked (seeded random order).")
+@click.option("--target", default=None, help="Targeted attack: a class number, or 'random' (default: untargeted).")
+@click.option("--attack-batch", type=int, default=32, show_default=True, help="Samples attacked at once.")
+@click.option("--defense", default=None, type=click.Choice(["adversarial-training"]),
+              help="Attack a PGD adversarially trained model instead of the standard one.")
+@click.option("--defense-opt", "defense_options", multiple=True, metavar="KEY=VALUE",
+              help="Adversarial training option (repeatable): budget, steps, ratio, surrogate.")
+@click.option("--no-checks", is_flag=True, help="Skip the random baseline and unbounded run (obfuscation checks).")
+@DATA_OPTIONS
+@click.option("--epochs", type=int, default=8, show_default=True, help="Training epochs of the attacked model.")
+@click.option("--batch-size", type=int, default=32, show_default=True, help="Training batch size.")
+@click.option("--lr", type=float, default=None, help="Training learning rate (default: the model's recipe).")
+@click.option("--optimizer", type=click.Choice(["adamw", "adam"]), default="adamw", show_default=True)
+@click.option("--seed", type=click.IntRange(0, MAX_SEED), default=0, show_default=True)
+@click.option("--device", default="auto", show_default=True, help="auto, cpu, cuda or cuda:N.")
+@click.option("--out", type=click.Path(file_okay=False, path_type=Path), default=Path("reports"),
+              show_default=True, help="Where records and tables are written.")
+@click.option("--json", "as_json", is_flag=True, help="Print the run's record as one JSON object on stdout.")
+def evade(**options) -> None:
+    """Evasion attack on a trained model: clean and robust accuracy, success rate, events changed, time per
+    sample; with several budgets, a robust-accuracy-vs-budget table and plot."""
+    from snnsec.evading import EvasionConfig, run_evasion
+
+    as_json = options.pop("as_json")
+    target = options.pop("target")
+    if target is not None and target != "random":
+        try:
+            target = int(target)
+        except ValueError:
+            raise click.BadParameter(f"a class number or 'random', got {target!r}", param_hint="--target") from None
+    config = EvasionConfig(
+        attack=options.pop("attack_name"), options=_parse_options(options.pop("attack_options"), "--attack-opt"),
+        budgets=tuple(options.pop("budgets")), norm=options.pop("norm"), surrogates=tuple(options.pop("surrogates")),
+        samples=options.pop("samples"), target=target, batch_size=options.pop("attack_batch"), seed=options["seed"],
+        defense=options.pop("defense"), defense_options=_parse_options(options.pop("defense_options"), "--defense-opt"),
+        checks=not options.pop("no_checks"))
+    workspace = _workspace(options)
+    options["trigger_options"] = ()
+    record = run_evasion(config, _attack_config(options), workspace)
+    if as_json:
+        click.echo(json.dumps(record.to_dict(), sort_keys=True))
+        return
+    m = record.metrics
+    click.echo(f"run {record.run_id}: clean accuracy {100 * m['clean_accuracy']:.1f}% on the test set; "
+               f"{m['attacked_samples']} correctly classified samples attacked ({m['domain']} frames, "
+               f"{m['norm']} budget, of {m['denominator']} elements)")
+    for row in m["rows"]:
+        name = {"random": "random (baseline)", "unbounded": f"{row['attack']} unbounded"}.get(row["role"], row["attack"])
+        l0 = "-" if row["l0_mean"] is None else f"{row['l0_mean']:.1f}/{row['l0_median']:.0f}"
+        click.echo(f"  {name:<20} {row['surrogate']:<10} budget {row['budget_label']:>9}: robust "
+                   f"{100 * row['robust_accuracy']:5.1f}%  success {100 * row['success_rate']:5.1f}%  "
+                   f"L0 mean/median {l0:>11}  {row['time_per_sample_s']:.3f} s/sample")
+    for flag in m["flags"]:
+        click.echo(f"  FLAG {flag}")
+    click.echo(f"tables: {workspace.out_dir / 'evasion_results.md'}")
+
+
 @cli.command("show-trigger")
 @TRIGGER_OPTIONS
 @DATA_OPTIONS
@@ -327,6 +400,14 @@ def list_names(what: str) -> None:
     from snnsec.zoo import MODELS
 
     registries = {"models": MODELS, "attacks": TRIGGERS, "triggers": TRIGGERS, "datasets": DATASETS}
+    if what == "evasions":
+        from snnsec.attacks.evasion import EVASIONS
+
+        width = max(len(n) for n in EVASIONS.names())
+        for name in EVASIONS.names():
+            cls = EVASIONS.get(name)
+            click.echo(f"{name:<{width}}  {'/'.join(cls.domains):<26}  {cls.summary}")
+        return
     if what == "defenses":
         from snnsec.defending import describe_defenses
 

@@ -78,8 +78,21 @@ def _trained_jointly(build, trigger, train_set: FrameDataset, poison: PoisonConf
     return result.classifier, result.trigger.to(classifier.device)
 
 
-def _trained(build, dataset, training: TrainConfig, identity: dict, workspace: Workspace, label: str) -> Classifier:
-    """A model trained on ``dataset``, loaded from the cache when the same identity was trained before."""
+def adversarially_trained_model(setup: AttackSetup, workspace: Workspace, adversary) -> Classifier:
+    """The attack's model architecture trained with PGD adversarial training on the clean training set
+    (``adversary``: :class:`snnsec.defenses.adversarial_training.AdversarialTrainingConfig`), cached by identity."""
+    from snnsec.defenses.adversarial_training import AdversarialStep
+
+    encoding = setup.framing.encoding
+    identity = {**setup.clean_identity, "adversarial_training": adversary.identity(encoding)}
+    return _trained(setup.build, setup.train_set, setup.training, identity, workspace, "adversarially trained model",
+                    AdversarialStep(adversary, encoding, setup.training.seed))
+
+
+def _trained(build, dataset, training: TrainConfig, identity: dict, workspace: Workspace, label: str,
+             step=None) -> Classifier:
+    """A model trained on ``dataset`` (each batch's loss from ``step``, default cross-entropy), loaded from
+    the cache when the same identity was trained before."""
     path = model_path(workspace, identity)
     classifier = build()
     integrity.sweep_temps(path.parent)
@@ -92,7 +105,7 @@ def _trained(build, dataset, training: TrainConfig, identity: dict, workspace: W
     partial = path.with_name(f"{path.stem}.partial.pt")
     if partial.exists() and integrity.usable(partial, "resume checkpoint"):
         log(f"{label}: resuming from the last finished epoch ({partial})")
-    history = train(classifier, dataset, training, label=f"training {label}", checkpoint=partial)
+    history = train(classifier, dataset, training, label=f"training {label}", checkpoint=partial, step=step)
     remove_training_state(partial)
     save_model(path, classifier.net, {**identity, "input_spec": asdict(input_spec_of(classifier.net)),
                                       "loss_per_epoch": history})

@@ -4,12 +4,27 @@ Uses matplotlib's Agg canvas directly (no pyplot, no display needed).
 """
 from __future__ import annotations
 
+import os
 from collections import defaultdict
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 from matplotlib.figure import Figure
+
+from snnsec.integrity import temp_path
+
+
+def _save(figure: Figure, path: Path) -> Path:
+    """Write the PNG through a temporary file and a rename: a kill leaves the old plot or the new one."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = temp_path(path)
+    try:
+        figure.savefig(tmp, format="png")
+        os.replace(tmp, path)
+    finally:
+        tmp.unlink(missing_ok=True)
+    return path
 
 
 def plot_defenses(records: list[dict[str, Any]], path: Path) -> Path | None:
@@ -46,6 +61,47 @@ def plot_defenses(records: list[dict[str, Any]], path: Path) -> Path | None:
         ax.tick_params(axis="x", labelsize=7)
     handles, labels = axes[0].get_legend_handles_labels()
     figure.legend(handles, labels, loc="outside lower center", ncols=4, fontsize=7, frameon=False)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    figure.savefig(path)
-    return path
+    return _save(figure, path)
+
+
+def plot_evasion(records: list[dict[str, Any]], path: Path) -> Path | None:
+    """One panel per (dataset, model, defense, norm): robust accuracy against the budget, one line per attack
+    and surrogate (the best over surrogates bold, the random baseline dashed). Returns the PNG, or None."""
+    panels: dict[tuple, list[tuple[str, list[tuple[float, float]], str]]] = defaultdict(list)
+    for record in sorted(records, key=lambda r: r.get("finished", "")):
+        config, metrics = record["config"], record["metrics"]
+        at = config.get("adversarial_training")
+        key = (config["model"]["dataset"], config["model"]["model"], "adv. training" if at else "undefended",
+               metrics["norm"], metrics["domain"])
+        curves: dict[tuple[str, str], list[tuple[float, float]]] = defaultdict(list)
+        for row in metrics["rows"]:
+            if row["role"] in ("attack", "best", "random") and row["budget"] is not None:
+                name = "random" if row["role"] == "random" else row["attack"]
+                curves[(name, row["surrogate"], row["role"])].append((row["budget"], 100 * row["robust_accuracy"]))
+        for (name, surrogate, role), points in curves.items():
+            label = name if surrogate == "-" else f"{name} ({surrogate})"
+            panels[key].append((label, sorted(points), role))
+    if not panels:
+        return None
+    keys = sorted(panels)
+    figure = Figure(figsize=(4.4 * len(keys), 3.4), dpi=150, layout="constrained")
+    axes = figure.subplots(1, len(keys), squeeze=False)[0]
+    for ax, key in zip(axes, keys):
+        seen: set[str] = set()
+        for label, points, role in panels[key]:
+            if label in seen:  # the same curve recorded twice (e.g. the random baseline of two runs): once
+                continue
+            seen.add(label)
+            xs, ys = zip(*points)
+            style = {"random": dict(linestyle="--", color="grey"), "best": dict(linewidth=2.4)}.get(role, {})
+            ax.plot(xs, ys, marker="o", markersize=3, label=label, **style)
+        dataset, model, defense, norm, domain = key
+        if norm == "l0":
+            ax.set_xscale("log")
+        ax.set_ylim(-3, 103)
+        ax.set_xlabel(f"budget ({norm}{', elements flipped' if domain == 'binary' else ''})", fontsize=8)
+        ax.set_ylabel("robust accuracy (%)", fontsize=8)
+        ax.set_title(f"{dataset} / {model} ({defense})", fontsize=8)
+        ax.tick_params(labelsize=7)
+        ax.legend(fontsize=6, frameon=False)
+    return _save(figure, path)
