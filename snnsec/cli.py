@@ -241,9 +241,14 @@ def report(out: Path) -> None:
     if not (out / "records.jsonl").exists():
         raise click.ClickException(f"no records.jsonl in {out}; run `snnsec attack --out {out}` first")
     from snnsec.defending import write_defense_tables
+    from snnsec.evading import write_evasion_tables
 
     try:
-        paths = [*write_attack_tables(out), *write_defense_tables(out)]
+        from snnsec.records import load_records
+
+        kinds = {r["kind"] for r in load_records(out / "records.jsonl")}
+        paths = [*(write_attack_tables(out) if "attack" in kinds or not kinds else []), *write_defense_tables(out),
+                 *write_evasion_tables(out)]
     except (KeyError, TypeError, ValueError, AttributeError, IndexError) as err:  # a record missing a field
         detail = f"missing field {err}" if isinstance(err, KeyError) else " ".join(str(err).split())
         raise click.ClickException(f"{out / 'records.jsonl'} holds a record the tables cannot use ({detail}); "

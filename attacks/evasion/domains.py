@@ -90,7 +90,8 @@ class Domain:
             raise DomainViolation(f"{who}: sample {int(bad[0])} holds values outside the {self.name} domain")
         if budget.bounded:
             used = distances(x, x_adv)[budget.norm]
-            slack = 1e-6 * max(1.0, budget.value) if budget.norm == "l2" else 0.0
+            # float rounding of real-valued changes (0 -> 0.1 is 0.10000000149 in float32); whole events are exact
+            slack = 1e-6 * max(1.0, budget.value) if budget.norm == "l2" or not self.event_data else 0.0
             over = (used > budget.value + slack).nonzero().flatten()
             if len(over):
                 i = int(over[0])
@@ -188,12 +189,22 @@ def _keep_largest(x: Tensor, adv: Tensor, priority: Tensor, budget: Budget) -> T
 
 
 def _fit_l2(x: Tensor, adv: Tensor, eps: float) -> Tensor:
-    """Shrink whole-event changes toward 0 (scale, then truncate) until each sample's L2 norm is within ``eps``."""
-    delta = adv - x
-    norms = delta.flatten(1).norm(dim=1)
-    scale = (eps / norms.clamp_min(1e-12)).clamp(max=1.0).view(-1, *[1] * (x.dim() - 1))
-    shrunk = torch.trunc(delta * scale)  # toward 0: never longer than the scaled change, still whole events
-    return x + torch.where(scale < 1, shrunk, delta)
+    """Fit whole-event changes into each sample's L2 ball of radius ``eps``: scale the change down to the
+    sphere, truncate toward 0 (never longer, still whole events, counts stay >= 0), then give one more event
+    back to the elements that lost the largest fraction while the norm still fits."""
+    delta = (adv - x).flatten(1)
+    norms = delta.norm(dim=1)
+    scale = (eps / norms.clamp_min(1e-12)).clamp(max=1.0)[:, None]
+    scaled = delta * scale
+    base = torch.trunc(scaled)
+    remainder = (scaled - base).abs()
+    cost = 2 * base.abs() + 1  # (|b| + 1)^2 - |b|^2
+    left = eps ** 2 - base.square().sum(1, keepdim=True)
+    order = remainder.argsort(dim=1, descending=True)
+    fits = (torch.cumsum(cost.gather(1, order), 1) <= left + 1e-9) & (remainder.gather(1, order) > 0)
+    bump = torch.zeros_like(fits).scatter_(1, order, fits)
+    fitted = base + bump * torch.sign(scaled)
+    return x + torch.where(scale < 1, fitted, delta).view_as(x)
 
 
 # ---- raw event streams and patches (the attacks come in "Evasion II") -----------------------------------
