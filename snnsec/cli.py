@@ -267,8 +267,9 @@ def report(out: Path) -> None:
 @click.option("--budget", "budgets", type=float, multiple=True,
               help="Perturbation budget (repeatable): elements flipped on binary frames (L0), events per element "
                    "on count frames (L-inf; see --norm). Default: 10 50 200 800 (binary), 1 2 4 (counts).")
-@click.option("--norm", type=click.Choice(["l0", "linf", "l2"]), default=None,
-              help="Budget norm (default: l0 on binary frames, linf on count frames).")
+@click.option("--norm", type=click.Choice(["l0", "linf", "l2", "events", "area"]), default=None,
+              help="Budget norm (default: l0 on binary frames, linf on count frames, events for raw-event "
+                   "attacks, area for patches).")
 @click.option("--surrogate", "surrogates", multiple=True, metavar="NAME",
               help="Surrogate gradient of the attack (repeatable): model, sigmoid:A, atan:A, pdsg, rate, or sweep "
                    "(all of them; the table adds the best over them). Default: model.")
@@ -280,6 +281,14 @@ def report(out: Path) -> None:
               help="Attack a PGD adversarially trained model instead of the standard one.")
 @click.option("--defense-opt", "defense_options", multiple=True, metavar="KEY=VALUE",
               help="Adversarial training option (repeatable): budget, steps, ratio, surrogate.")
+@click.option("--filter", "event_filter", default=None, type=click.Choice(["ba", "mask"]),
+              help="An event filter in front of the model (event attacks): background activity or mask filter; "
+                   "every attack then runs static (crafted without it) and adaptive (through it).")
+@click.option("--filter-opt", "filter_options", multiple=True, metavar="KEY=VALUE",
+              help="Event filter option (repeatable): ba: s, time_us, reference_bounds; mask: threshold, bin_us.")
+@click.option("--transfer-to", "transfer_to", multiple=True, metavar="MODEL[:CONFIG]",
+              help="Also score the adversarial inputs on this zoo model (repeatable; trained on the same data): "
+                   "a transfer attack; the transfer matrix goes to evasion_transfer.md.")
 @click.option("--no-checks", is_flag=True, help="Skip the random baseline and unbounded run (obfuscation checks).")
 @DATA_OPTIONS
 @click.option("--epochs", type=int, default=8, show_default=True, help="Training epochs of the attacked model.")
@@ -308,7 +317,9 @@ def evade(**options) -> None:
         budgets=tuple(options.pop("budgets")), norm=options.pop("norm"), surrogates=tuple(options.pop("surrogates")),
         samples=options.pop("samples"), target=target, batch_size=options.pop("attack_batch"), seed=options["seed"],
         defense=options.pop("defense"), defense_options=_parse_options(options.pop("defense_options"), "--defense-opt"),
-        checks=not options.pop("no_checks"))
+        checks=not options.pop("no_checks"), event_filter=options.pop("event_filter"),
+        filter_options=_parse_options(options.pop("filter_options"), "--filter-opt"),
+        transfer_to=tuple(options.pop("transfer_to")))
     workspace = _workspace(options)
     options["trigger_options"] = ()
     record = run_evasion(config, _attack_config(options), workspace)
@@ -317,14 +328,18 @@ def evade(**options) -> None:
         return
     m = record.metrics
     click.echo(f"run {record.run_id}: clean accuracy {100 * m['clean_accuracy']:.1f}% on the test set; "
-               f"{m['attacked_samples']} correctly classified samples attacked ({m['domain']} frames, "
+               f"{m['attacked_samples']} correctly classified samples attacked "
+               f"({'raw events' if m['domain'] == 'events' else m['domain'] + ' frames'}, "
                f"{m['norm']} budget, of {m['denominator']} elements)")
     for row in m["rows"]:
-        name = {"random": "random (baseline)", "unbounded": f"{row['attack']} unbounded"}.get(row["role"], row["attack"])
-        l0 = "-" if row["l0_mean"] is None else f"{row['l0_mean']:.1f}/{row['l0_median']:.0f}"
+        name = {"random": "random (baseline)", "unbounded": f"{row['attack']} unbounded",
+                "transfer": f"{row['attack']} -> {row.get('transfer_to')}"}.get(row["role"], row["attack"])
+        name += f" {row['mode']}" if row.get("mode") else ""
+        size = "events" if m["domain"] == "events" else "l0"
+        l0 = "-" if row[f"{size}_mean"] is None else f"{row[f'{size}_mean']:.1f}/{row[f'{size}_median']:.0f}"
         click.echo(f"  {name:<20} {row['surrogate']:<10} budget {row['budget_label']:>9}: robust "
                    f"{100 * row['robust_accuracy']:5.1f}%  success {100 * row['success_rate']:5.1f}%  "
-                   f"L0 mean/median {l0:>11}  {row['time_per_sample_s']:.3f} s/sample")
+                   f"{'events' if size == 'events' else 'L0'} mean/median {l0:>11}  {row['time_per_sample_s']:.3f} s/sample")
     for flag in m["flags"]:
         click.echo(f"  FLAG {flag}")
     click.echo(f"tables: {workspace.out_dir / 'evasion_results.md'}")

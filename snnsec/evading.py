@@ -28,7 +28,7 @@ from snnsec.attack_config import AttackConfig, Workspace
 from snnsec.attack_setup import AttackSetup, prepare_attack
 from snnsec.attacks.evasion import (Budget, Goal, Surrogate, Victim, create_evasion, domain_of, parse_surrogates)
 from snnsec.attacks.evasion.base import EvasionAttack
-from snnsec.attacks.evasion.domains import Domain, distances
+from snnsec.attacks.evasion.domains import Domain, DomainViolation, distances
 from snnsec.classifier import Classifier
 from snnsec.errors import ConfigError
 from snnsec.experiment import attack_record_config
@@ -39,7 +39,11 @@ from snnsec.training import accuracy
 
 UNBOUNDED_MAX_ROBUST = 0.05  # "about 0%": the unbounded attack must leave at most this share robust
 SPARSE_THRESHOLDS = (200, 800)  # success at L0 < 200 and < 800 (PDSG-SDA's table)
-DEFAULT_BUDGETS = {"binary": (10, 50, 200, 800), "counts": (1, 2, 4), "continuous": (0.05, 0.1, 0.2)}
+DEFAULT_BUDGETS = {"binary": (10, 50, 200, 800), "counts": (1, 2, 4), "continuous": (0.05, 0.1, 0.2),
+                   "events": (100, 400, 1600, 6400), "area": (0.01, 0.03, 0.05)}
+FIT_SAMPLES = 512  # training samples a universal attack (patch) is fitted on: a seeded, class-stratified draw
+BASELINES = ("random", "random-events")  # the obfuscation check's baselines
+MODES = ("static", "adaptive")  # with an event filter: crafted without it, or through it (both scored through it)
 DEFENSES = ("adversarial-training",)
 
 
@@ -59,6 +63,9 @@ class EvasionConfig:
     defense: str | None = None  # "adversarial-training": attack the adversarially trained model instead
     defense_options: tuple[tuple[str, Any], ...] = ()
     checks: bool = True  # run the random baseline and the unbounded attack (obfuscation checks)
+    event_filter: str | None = None  # "ba" or "mask": an event filter in front of the model (event attacks)
+    filter_options: tuple[tuple[str, Any], ...] = ()
+    transfer_to: tuple[str, ...] = ()  # other zoo models ("name" or "name:config") the examples are also scored on
 
     def __post_init__(self) -> None:
         if self.samples < 1:
@@ -82,14 +89,23 @@ class Plan:
     budgets: tuple[Budget, ...]
     surrogates: tuple[Surrogate, ...]
     adversary: Any = None  # AdversarialTrainingConfig when the model is adversarially trained
+    event_filter: Any = None  # an EventFilter in front of the model (event attacks only)
+
+    @property
+    def on_events(self) -> bool:
+        return self.domain.name == "events"
 
 
 def plan(config: EvasionConfig, encoding: str) -> Plan:
     """Check everything about ``config`` that can be checked without data (one-line errors, no work done)."""
+    from snnsec.attacks.evasion.event_base import EventAttack
+
     attack = create_evasion(config.attack, **dict(config.options))
-    domain = domain_of(encoding)
-    norm = config.norm or domain.default_norm
-    values = config.budgets or DEFAULT_BUDGETS[domain.name]
+    domain = domain_of("events" if isinstance(attack, EventAttack) else encoding)
+    norm = config.norm or attack.default_norm or domain.default_norm
+    if attack.needs_training_data and not isinstance(config.target, int):
+        raise ConfigError(f"evasion attack {attack.name!r} is trained for one target class: pass --target CLASS")
+    values = config.budgets or DEFAULT_BUDGETS["area" if norm == "area" else domain.name]
     budgets = tuple(sorted({Budget(norm, float(v)) for v in values}, key=lambda b: b.value))
     for budget in budgets:
         attack.check(domain, budget)
@@ -106,7 +122,25 @@ def plan(config: EvasionConfig, encoding: str) -> Plan:
         adversary.budget_for(encoding)
     elif config.defense_options:
         raise ConfigError("--defense-opt needs --defense")
-    return Plan(attack, domain, budgets, parse_surrogates(config.surrogates), adversary)
+    event_filter = None
+    if config.event_filter is not None:
+        if domain.name != "events":
+            raise ConfigError(f"--filter acts on raw event streams: use an event attack (not {attack.name!r}, which "
+                              "edits frames)")
+        from snnsec.defenses.event_filters import create_event_filter
+
+        event_filter = create_event_filter(config.event_filter, **dict(config.filter_options))
+    elif config.filter_options:
+        raise ConfigError("--filter-opt needs --filter")
+    from snnsec.zoo import MODELS
+
+    for spec in config.transfer_to:
+        name, _, model_config = spec.partition(":")
+        entry = MODELS.get(name)
+        if model_config and model_config not in entry.configs:
+            raise ConfigError(f"--transfer-to {spec}: {name} has no config {model_config!r}; its configs: "
+                              f"{', '.join(entry.configs)}")
+    return Plan(attack, domain, budgets, parse_surrogates(config.surrogates), adversary, event_filter)
 
 
 def run_evasion(config: EvasionConfig, model: AttackConfig, workspace: Workspace | None = None) -> RunRecord:
@@ -119,13 +153,17 @@ def run_evasion(config: EvasionConfig, model: AttackConfig, workspace: Workspace
         raise ConfigError(f"--target {config.target} is not a class of {model.dataset} (0..{setup.num_classes - 1})")
     classifier = (adversarially_trained_model(setup, workspace, the_plan.adversary) if the_plan.adversary
                   else clean_model(setup, workspace))
-    log("clean accuracy on the test set")
-    clean_accuracy = accuracy(classifier, setup.test_set)
-    x, goal, rows = attacked_samples(classifier, setup, config)
-    log(f"attacking {len(x)} correctly classified test samples ({the_plan.attack.name}, {the_plan.domain.name} "
-        f"frames, {the_plan.budgets[0].norm} budgets {', '.join(b.label for b in the_plan.budgets)})")
-    results = evaluate(classifier, the_plan, x, goal, config)
+    inputs = Inputs.of(setup, model, the_plan)
+    log("clean accuracy on the test set" + (" (through the event filter)" if the_plan.event_filter else ""))
+    clean_accuracy = inputs.clean_accuracy(classifier)
+    x, goal, rows = attacked_samples(classifier, setup, config, inputs)
+    what = "raw events" if the_plan.on_events else f"{the_plan.domain.name} frames"
+    log(f"attacking {len(x)} correctly classified test samples ({the_plan.attack.name}, {what}, "
+        f"{the_plan.budgets[0].norm} budgets {', '.join(b.label for b in the_plan.budgets)})")
+    results = evaluate(classifier, the_plan, inputs.subset(rows, x), goal, config)
     checks = obfuscation_checks(results, the_plan)
+    for name, other in transfer_models(config, model, workspace):
+        results.extend(transferred(results, other, name, goal))
     spec = setup.input_spec
     denominator = spec.frames * spec.channels * spec.height * spec.width
     metrics = {"clean_accuracy": clean_accuracy, "attacked_samples": len(x), "sample_rows": rows,
@@ -135,6 +173,7 @@ def run_evasion(config: EvasionConfig, model: AttackConfig, workspace: Workspace
     identity = (setup.clean_identity if the_plan.adversary is None else
                 {**setup.clean_identity, "adversarial_training": the_plan.adversary.identity(model.encoding)})
     full_config = {"evasion": {**asdict(config), "budgets": [b.value for b in the_plan.budgets],
+                               "event_filter": None if the_plan.event_filter is None else the_plan.event_filter.params(),
                                "norm": the_plan.budgets[0].norm,
                                "surrogates": [s.label for s in the_plan.surrogates]},
                    "attack_params": the_plan.attack.params(),
@@ -159,16 +198,72 @@ def _model_config(setup: AttackSetup) -> dict[str, Any]:
     return {k: full[k] for k in keep if k in full}
 
 
-def attacked_samples(classifier: Classifier, setup: AttackSetup,
-                     config: EvasionConfig) -> tuple[torch.Tensor, Goal, list[int]]:
+@dataclass
+class Inputs:
+    """The test inputs as the (defended) model sees them: frames, and for event attacks the raw streams and
+    the views that frame them (``view``: through the event filter, if any)."""
+
+    test_set: Any
+    train_set: Any = None  # for attacks fitted on training data (universal patches)
+    raw: Any = None  # the raw test streams ((events, label) per row), for event attacks
+    view: Any = None  # EventView through the filter: what is scored
+    rows: list[int] | None = None  # the attacked rows (after subset)
+    frames: torch.Tensor | None = None  # clean frames of the attacked rows, as scored
+
+    @staticmethod
+    def of(setup: AttackSetup, model: AttackConfig, the_plan: Plan) -> Inputs:
+        if not the_plan.on_events:
+            return Inputs(setup.test_set, setup.train_set)
+        from snnsec.attacks.evasion.event_base import EventView
+        from snnsec.datasets import DATASETS
+
+        sensor = tuple(DATASETS.get(model.dataset).info.sensor_size)
+        return Inputs(setup.test_set, setup.train_set, setup.raw_test,
+                      EventView(sensor, setup.framing, the_plan.event_filter))
+
+    def training_sample(self, seed: int, device: torch.device) -> tuple[torch.Tensor, torch.Tensor]:
+        """Up to :data:`FIT_SAMPLES` training frames and labels, a seeded class-stratified draw."""
+        from snnsec.attack_setup import _sample_rows
+
+        labels = np.asarray(self.train_set.labels)
+        rows = _sample_rows(labels, FIT_SAMPLES, seed) if len(labels) > FIT_SAMPLES else np.arange(len(labels))
+        x = torch.stack([torch.as_tensor(np.asarray(self.train_set[int(i)][0]), dtype=torch.float32) for i in rows])
+        return x.to(device), torch.as_tensor(labels[rows], device=device)
+
+    def frames_of(self, rows: Any) -> torch.Tensor:
+        if self.view is not None:
+            return self.view.batch([self.raw[int(i)][0] for i in rows])
+        return torch.stack([torch.as_tensor(np.asarray(self.test_set[int(i)][0]), dtype=torch.float32) for i in rows])
+
+    def clean_accuracy(self, classifier: Classifier) -> float:
+        if self.view is None or self.view.event_filter is None:
+            return accuracy(classifier, self.test_set)
+        labels = np.asarray(self.test_set.labels)
+        right = 0
+        for start in range(0, len(labels), 128):
+            rows = range(start, min(start + 128, len(labels)))
+            right += int((classifier.predict(self.frames_of(rows).to(classifier.device)).cpu().numpy()
+                          == labels[start:start + 128]).sum())
+        return right / len(labels)
+
+    def subset(self, rows: list[int], frames: torch.Tensor) -> Inputs:
+        return replace(self, rows=list(rows), frames=frames)
+
+    def streams(self, positions: Any) -> list[np.ndarray]:
+        return [self.raw[self.rows[int(i)]][0] for i in positions]
+
+
+def attacked_samples(classifier: Classifier, setup: AttackSetup, config: EvasionConfig,
+                     inputs: Inputs | None = None) -> tuple[torch.Tensor, Goal, list[int]]:
     """``config.samples`` test samples in a seeded random order that the model classifies correctly (targeted:
     not of the target class), their goal, and their rows in the test set."""
     test = setup.test_set
+    inputs = inputs or Inputs(test)
     order = np.random.default_rng(config.seed).permutation(len(test))
     chosen: list[int] = []
     for start in range(0, len(order), 128):
         rows = order[start:start + 128]
-        frames = torch.stack([torch.as_tensor(np.asarray(test[int(i)][0]), dtype=torch.float32) for i in rows])
+        frames = inputs.frames_of(rows)
         labels = np.asarray([int(test[int(i)][1]) for i in rows])
         predicted = classifier.predict(frames.to(classifier.device)).cpu().numpy()
         ok = predicted == labels
@@ -180,7 +275,7 @@ def attacked_samples(classifier: Classifier, setup: AttackSetup,
     chosen = chosen[:config.samples]
     if not chosen:
         raise ConfigError("no test sample is classified correctly (and outside the target class): nothing to attack")
-    x = torch.stack([torch.as_tensor(np.asarray(test[i][0]), dtype=torch.float32) for i in chosen]).to(classifier.device)
+    x = inputs.frames_of(chosen).to(classifier.device)
     labels = torch.as_tensor([int(test[i][1]) for i in chosen], device=classifier.device)
     targets = None
     if isinstance(config.target, int):
@@ -205,7 +300,10 @@ class Outcome:
     seconds: float = 0.0
     queries: int = 0
     role: str = "attack"  # "attack", "best", "random" or "unbounded"
-    extra: dict[str, Any] = field(default_factory=dict)
+    extra: dict[str, Any] = field(default_factory=dict)  # event attacks: per-sample inserted/deleted/flipped/share
+    mode: str = ""  # with an event filter: "static" or "adaptive"
+    adversarial: Any = field(default=None, repr=False)  # the scored inputs [N, T, P, H, W] (for transfer)
+    transfer_to: str = ""  # role "transfer": the model the examples were scored on
 
     def summary(self, denominator: int) -> dict[str, Any]:
         n = len(self.success)
@@ -216,80 +314,156 @@ class Outcome:
                "robust_accuracy": float(self.robust.mean()), "success_rate": float(won.mean()),
                "l0_mean": float(l0.mean()) if len(l0) else None, "l0_median": float(np.median(l0)) if len(l0) else None,
                "events_mean": float(l1.mean()) if len(l1) else None,
+               "events_median": float(np.median(l1)) if len(l1) else None,
                "time_per_sample_s": round(self.seconds / n, 4), "queries_per_sample": round(self.queries / n, 1),
                "samples": n, "denominator": denominator}
         for threshold in SPARSE_THRESHOLDS:
             row[f"success_l0_lt_{threshold}"] = float((won & (self.l0 < threshold)).mean())
+        if self.mode:
+            row["mode"] = self.mode
+        if self.transfer_to:
+            row["transfer_to"] = self.transfer_to
+        for key, values in self.extra.items():  # event attacks: edits of successful examples
+            row[f"{key}_mean"] = float(np.asarray(values)[won].mean()) if won.any() else None
         return row
 
 
-def evaluate(classifier: Classifier, the_plan: Plan, x: torch.Tensor, goal: Goal, config: EvasionConfig) -> list[Outcome]:
-    """Every (surrogate, budget) outcome, the best over surrogates, the random baseline and the unbounded runs."""
-    attack, domain = the_plan.attack, the_plan.domain
+def evaluate(classifier: Classifier, the_plan: Plan, inputs: Inputs, goal: Goal,
+             config: EvasionConfig) -> list[Outcome]:
+    """Every (surrogate, budget) outcome, the best over surrogates, the random baseline and the unbounded runs;
+    with an event filter, each crafted statically (without it) and adaptively (through it)."""
+    attack = the_plan.attack
     outcomes: list[Outcome] = []
     surrogates = (Surrogate("model"),) if attack.gradient_free else the_plan.surrogates
-    for surrogate in surrogates:
-        label = "-" if attack.gradient_free else surrogate.label
-        if attack.minimal:  # one run, uncapped; each budget reads it
-            run = _attack(classifier, attack, surrogate, x, goal, Budget(the_plan.budgets[0].norm, math.inf),
-                          domain, config, f"{attack.name} ({label})")
-            outcomes.extend(_at_budget(run, b) for b in the_plan.budgets)
-            if config.checks:
-                outcomes.append(replace(run, role="unbounded"))
-            continue
-        for budget in the_plan.budgets:
-            outcomes.append(_attack(classifier, attack, surrogate, x, goal, budget, domain, config,
-                                    f"{attack.name} ({label}, {budget.norm} {budget.label})"))
-        if config.checks:
-            unbounded = Budget(the_plan.budgets[0].norm, math.inf)
-            outcomes.append(replace(_attack(classifier, attack, surrogate, x, goal, unbounded, domain, config,
-                                            f"{attack.name} ({label}, unbounded)"), role="unbounded"))
-    if len(surrogates) > 1:
-        for budget in the_plan.budgets:
-            same = [o for o in outcomes if o.role == "attack" and o.budget == budget]
-            outcomes.append(_best(same, budget))
-    if config.checks and attack.name != "random":
-        from snnsec.attacks.evasion.random_noise import RandomNoise
+    modes = MODES if the_plan.event_filter is not None else ("",)
+    norm = the_plan.budgets[0].norm
+    unbounded = Budget("area", 1.0) if norm == "area" else Budget(norm, math.inf)  # a patch: the whole frame
+    checks = config.checks and attack.name not in BASELINES  # a random baseline is not checked against itself
+    for mode in modes:
+        for surrogate in surrogates:
+            label = ("-" if attack.gradient_free else surrogate.label) + (f", {mode}" if mode else "")
 
+            def run(budget: Budget, title: str) -> Outcome:
+                return _attack(classifier, attack, surrogate, inputs, goal, budget, the_plan, config, title, mode)
+
+            if attack.minimal:  # one run, uncapped; each budget reads it
+                whole = run(unbounded, f"{attack.name} ({label})")
+                outcomes.extend(_at_budget(whole, b, inputs.frames) for b in the_plan.budgets)
+                if checks:
+                    outcomes.append(replace(whole, role="unbounded"))
+                continue
+            for budget in the_plan.budgets:
+                outcomes.append(run(budget, f"{attack.name} ({label}, {budget.norm} {budget.label})"))
+            if checks:
+                outcomes.append(replace(run(unbounded, f"{attack.name} ({label}, unbounded)"), role="unbounded"))
+        if len(surrogates) > 1:
+            for budget in the_plan.budgets:
+                same = [o for o in outcomes if o.role == "attack" and o.budget == budget and o.mode == mode]
+                outcomes.append(_best(same, budget))
+    if checks:
+        from snnsec.attacks.evasion.random_noise import RandomEvents, RandomNoise
+
+        baseline = RandomEvents() if the_plan.on_events else RandomNoise()
         for budget in the_plan.budgets:
-            outcomes.append(replace(_attack(classifier, RandomNoise(), Surrogate("model"), x, goal, budget, domain,
-                                            config, f"random ({budget.norm} {budget.label})"),
+            outcomes.append(replace(_attack(classifier, baseline, Surrogate("model"), inputs, goal, budget, the_plan,
+                                            config, f"random ({budget.norm} {budget.label})", modes[-1]),
                                     role="random", surrogate="-"))
     return outcomes
 
 
-def _attack(classifier: Classifier, attack: EvasionAttack, surrogate: Surrogate, x: torch.Tensor, goal: Goal,
-            budget: Budget, domain: Domain, config: EvasionConfig, label: str) -> Outcome:
-    """Run ``attack`` over ``x`` in batches, check every output, score the hard inputs."""
+def _attack(classifier: Classifier, attack: EvasionAttack, surrogate: Surrogate, inputs: Inputs, goal: Goal,
+            budget: Budget, the_plan: Plan, config: EvasionConfig, label: str, mode: str = "") -> Outcome:
+    """Run ``attack`` over the attacked samples in batches, check every output, score the hard inputs (through
+    the event filter, if any; ``mode`` "static" crafts without it, "adaptive" through it)."""
     victim = Victim(classifier, surrogate)
     generator = torch.Generator().manual_seed(config.seed)
+    x = inputs.frames
+    if attack.needs_training_data:
+        log(f"{attack.name}: fitting on the training set for target {config.target} ({budget.norm} {budget.label})")
+        train_x, train_y = inputs.training_sample(config.seed, x.device)
+        attack = attack.fit(victim, train_x, train_y, int(config.target), budget, generator)
     batch = 1 if attack.minimal else config.batch_size
-    success, robust, l0, l1 = [], [], [], []
+    success, robust, l0, l1, scored = [], [], [], [], []
+    edits: dict[str, list[np.ndarray]] = {"inserted": [], "deleted": [], "flipped": [], "share": []}
     clock = time.perf_counter()
     with progress_bar(label, total=len(x)) as advance:
         for start in range(0, len(x), batch):
             rows = torch.arange(start, min(start + batch, len(x)), device=x.device)
             clean, part = x[rows], goal.subset(rows)
-            adv = attack.perturb(victim, clean, part, budget, domain, generator)
-            domain.check(clean, adv, budget, who=attack.name)
+            if the_plan.on_events:
+                adv, counts = _attack_events(attack, victim, inputs, rows, part, budget, generator, mode)
+                for key in ("inserted", "deleted", "flipped"):
+                    edits[key].append(np.asarray([c[key] for c in counts]))
+                edits["share"].append(np.asarray([c["total"] / max(1, c["events"]) for c in counts]))
+                events_changed = np.asarray([c["total"] for c in counts], dtype=float)
+            else:
+                adv = attack.perturb(victim, clean, part, budget, the_plan.domain, generator)
+                the_plan.domain.check(clean, adv, budget, who=attack.name)
+                events_changed = None
             predicted = victim.predict(adv)
+            scored.append(adv.detach())
             moved = distances(clean, adv)
             success.append(part.success(predicted).cpu().numpy())
             robust.append((predicted == part.labels).cpu().numpy())
             l0.append(moved["l0"].cpu().numpy())
-            l1.append(moved["l1"].cpu().numpy())
+            l1.append(moved["l1"].cpu().numpy() if events_changed is None else events_changed)
             advance(len(rows), success=float(np.concatenate(success).mean()))
     seconds = time.perf_counter() - clock
-    name = attack.name
-    return Outcome(name, "-" if attack.gradient_free else surrogate.label, budget, np.concatenate(success),
-                   np.concatenate(robust), np.concatenate(l0), np.concatenate(l1), seconds, victim.queries)
+    extra = {k: np.concatenate(v) for k, v in edits.items() if v}
+    return Outcome(attack.name, "-" if attack.gradient_free else surrogate.label, budget, np.concatenate(success),
+                   np.concatenate(robust), np.concatenate(l0), np.concatenate(l1), seconds, victim.queries,
+                   extra=extra, mode=mode, adversarial=torch.cat(scored))
 
 
-def _at_budget(run: Outcome, budget: Budget) -> Outcome:
+def _attack_events(attack: Any, victim: Victim, inputs: Inputs, rows: torch.Tensor, goal: Goal, budget: Budget,
+                   generator: torch.Generator, mode: str) -> tuple[torch.Tensor, list[dict[str, int]]]:
+    """An event attack on the streams of ``rows``: the checked adversarial streams, framed as scored."""
+    from snnsec.attacks.evasion.domains import check_event_stream
+
+    clean_streams = inputs.streams(rows.tolist())
+    view = inputs.view
+    crafting_view = view.without_filter() if mode == "static" else view
+    adv_streams = attack.perturb_events(victim, clean_streams, goal, budget, crafting_view, generator)
+    if len(adv_streams) != len(clean_streams):
+        raise DomainViolation(f"{attack.name}: returned {len(adv_streams)} streams for {len(clean_streams)} samples")
+    limit = {"total": int(budget.value)} if budget.bounded else None
+    counts = []
+    for clean, adv in zip(clean_streams, adv_streams):
+        found = check_event_stream(adv, view.sensor_size, clean, limit, who=attack.name)
+        counts.append({**found, "events": len(clean)})
+    return view.batch(adv_streams, victim.device), counts
+
+
+def transfer_models(config: EvasionConfig, model: AttackConfig, workspace: Workspace) -> list[tuple[str, Classifier]]:
+    """The models named by ``config.transfer_to``, trained (cached) on the same data with the same recipe."""
+    out = []
+    for spec in config.transfer_to:
+        name, _, model_config = spec.partition(":")
+        other = replace(model, model=name, model_config=model_config or None)
+        out.append((spec, clean_model(prepare_attack(other, workspace), workspace)))
+    return out
+
+
+def transferred(outcomes: list[Outcome], target: Classifier, name: str, goal: Goal) -> list[Outcome]:
+    """Each attack outcome's adversarial inputs scored on ``target`` (a transfer attack, no queries to it)."""
+    out = []
+    for o in outcomes:
+        if o.role not in ("attack", "best") or o.adversarial is None:
+            continue
+        predicted = target.predict(o.adversarial.to(target.device)).to(goal.labels.device)
+        out.append(replace(o, role="transfer", transfer_to=name, success=goal.success(predicted).cpu().numpy(),
+                           robust=(predicted == goal.labels).cpu().numpy(), adversarial=None))
+    return out
+
+
+def _at_budget(run: Outcome, budget: Budget, clean: torch.Tensor) -> Outcome:
     """A minimal attack's run read at ``budget``: a success counts only within it (else the clean input stands)."""
-    within = run.l0 <= budget.value if budget.norm == "l0" else np.ones_like(run.success)
+    size = {"l0": run.l0, "events": run.l1}.get(budget.norm)
+    within = size <= budget.value if size is not None else np.ones_like(run.success)
+    keep = torch.as_tensor(within, device=clean.device).view(-1, *[1] * (clean.dim() - 1))
     return replace(run, budget=budget, success=run.success & within, robust=run.robust | ~within,
-                   l0=np.where(within, run.l0, 0), l1=np.where(within, run.l1, 0))
+                   l0=np.where(within, run.l0, 0), l1=np.where(within, run.l1, 0),
+                   adversarial=torch.where(keep, run.adversarial, clean))
 
 
 def _best(outcomes: list[Outcome], budget: Budget) -> Outcome:
@@ -300,40 +474,48 @@ def _best(outcomes: list[Outcome], budget: Budget) -> Outcome:
     l0 = np.min([np.where(o.success, o.l0, big) for o in outcomes], axis=0)
     pick = np.argmin([np.where(o.success, o.l0, big) for o in outcomes], axis=0)
     l1 = np.choose(pick, [o.l1 for o in outcomes])
+    stacked = torch.stack([o.adversarial for o in outcomes])
+    adversarial = stacked[torch.as_tensor(pick, device=stacked.device), torch.arange(stacked.shape[1], device=stacked.device)]
     return Outcome(outcomes[0].attack, "best", budget, success, robust, np.where(success, l0, 0),
                    np.where(success, l1, 0), sum(o.seconds for o in outcomes), sum(o.queries for o in outcomes),
-                   role="best")
+                   role="best", mode=outcomes[0].mode, adversarial=adversarial)
+
+
+def curve_name(outcome: Outcome) -> str:
+    """A robust-accuracy curve's name: the surrogate, and the mode when an event filter is in front."""
+    return outcome.surrogate + (f" {outcome.mode}" if outcome.mode else "")
 
 
 def obfuscation_checks(outcomes: list[Outcome], the_plan: Plan) -> list[dict[str, Any]]:
-    """One entry per (check, surrogate curve): ``passed`` and a ``flag`` text when it failed."""
+    """One entry per (check, curve): ``passed`` and a ``flag`` text (starting with the curve's name) when it
+    failed. The random baseline is scored like the attack (through the filter, if any)."""
     checks: list[dict[str, Any]] = []
     curves: dict[str, list[Outcome]] = {}
     for o in outcomes:
         if o.role in ("attack", "best"):
-            curves.setdefault(o.surrogate, []).append(o)
+            curves.setdefault(curve_name(o), []).append(o)
     random = {o.budget.value: o for o in outcomes if o.role == "random"}
-    unbounded = {o.surrogate: o for o in outcomes if o.role == "unbounded"}
-    for surrogate, curve in curves.items():
+    unbounded = {curve_name(o): o for o in outcomes if o.role == "unbounded"}
+    for name, curve in curves.items():
         curve = sorted(curve, key=lambda o: o.budget.value)
         accs = [float(o.robust.mean()) for o in curve]
         rises = [f"{a.budget.label}->{b.budget.label}" for a, b, x, y in zip(curve, curve[1:], accs, accs[1:]) if y > x]
-        checks.append({"check": "monotone", "surrogate": surrogate, "passed": not rises,
-                       "flag": f"{surrogate}: robust accuracy rises with the budget ({', '.join(rises)})" if rises else ""})
+        checks.append({"check": "monotone", "curve": name, "passed": not rises,
+                       "flag": f"{name}: robust accuracy rises with the budget ({', '.join(rises)})" if rises else ""})
         for o in curve:
             baseline = random.get(o.budget.value)
-            if baseline is not None and baseline.robust.mean() < o.robust.mean():
-                checks.append({"check": "random", "surrogate": surrogate, "budget": o.budget.value, "passed": False,
-                               "flag": f"{surrogate}: random noise beats the attack at budget {o.budget.label} "
-                                       f"({100 * baseline.robust.mean():.1f}% vs {100 * o.robust.mean():.1f}%)"})
-            elif baseline is not None:
-                checks.append({"check": "random", "surrogate": surrogate, "budget": o.budget.value, "passed": True,
-                               "flag": ""})
-        if surrogate in unbounded:
-            left = float(unbounded[surrogate].robust.mean())
+            if baseline is None:
+                continue
+            beaten = baseline.robust.mean() < o.robust.mean()
+            checks.append({"check": "random", "curve": name, "budget": o.budget.value, "passed": not beaten,
+                           "flag": f"{name}: random noise beats the attack at budget {o.budget.label} "
+                                   f"({100 * baseline.robust.mean():.1f}% vs {100 * o.robust.mean():.1f}%)"
+                           if beaten else ""})
+        if name in unbounded:
+            left = float(unbounded[name].robust.mean())
             ok = left <= UNBOUNDED_MAX_ROBUST
-            checks.append({"check": "unbounded", "surrogate": surrogate, "robust_accuracy": left, "passed": ok,
-                           "flag": "" if ok else f"{surrogate}: the unbounded attack leaves {100 * left:.1f}% robust "
+            checks.append({"check": "unbounded", "curve": name, "robust_accuracy": left, "passed": ok,
+                           "flag": "" if ok else f"{name}: the unbounded attack leaves {100 * left:.1f}% robust "
                                                  f"(expected about 0%)"})
     return checks
 
@@ -348,6 +530,7 @@ EVASION_COLUMNS = [
     Column("Domain", "metrics.domain"),
     Column("Norm", "row.norm"),
     Column("Surrogate", "row.surrogate"),
+    Column("Filter", "filter"),
     Column("Budget", "row.budget_label"),
     Column("Target", "target"),
     Column("CA (%)", "metrics.clean_accuracy", percent=True),
@@ -366,7 +549,7 @@ EVASION_COLUMNS = [
 ]
 
 
-def table_rows(records: list[dict[str, Any]]) -> list[dict[str, Any]]:
+def table_rows(records: list[dict[str, Any]], cross_flags: dict[tuple[str, str], str] | None = None) -> list[dict[str, Any]]:
     """One table row per (record, outcome): the record with ``row`` (the outcome), ``checks`` (the flags that
     concern that row's curve, or ok) and display fields."""
     out = []
@@ -376,14 +559,58 @@ def table_rows(records: list[dict[str, Any]]) -> list[dict[str, Any]]:
         target = config["evasion"].get("target")
         at = config.get("adversarial_training")
         defense = "-" if not at else f"adv. training (pgd {at['norm']} {at['budget']:g})"
+        event_filter = config["evasion"].get("event_filter")
         for row in metrics["rows"]:
-            mine = [f for f in flags if row["role"] in ("attack", "best", "unbounded") and f.startswith(row["surrogate"] + ":")]
-            role = {"random": "random (baseline)", "unbounded": f"{row['attack']} (unbounded)"}.get(row["role"])
+            name = row["surrogate"] + (f" {row['mode']}" if row.get("mode") else "")
+            mine = [f for f in flags if row["role"] in ("attack", "best", "unbounded") and f.startswith(name + ":")]
+            cross = (cross_flags or {}).get((record["run_id"], row["budget_label"]))
+            if cross and row["role"] in ("attack", "best"):
+                mine.append(f"{name}: {cross}")
+            role = {"random": "random (baseline)", "unbounded": f"{row['attack']} (unbounded)",
+                    "transfer": f"{row['attack']} -> {row.get('transfer_to')}"}.get(row["role"])
             shown = {**row, "attack": role or row["attack"]}
+            shown_filter = "-" if not event_filter else f"{event_filter['filter']} ({row.get('mode', '')})"
             out.append({**record, "row": shown, "defense": defense, "target": "-" if target is None else str(target),
-                        "checks": "-" if row["role"] == "random" else ("FLAG: " + "; ".join(
+                        "filter": shown_filter,
+                        "checks": "-" if row["role"] in ("random", "transfer") else ("FLAG: " + "; ".join(
                             f.split(": ", 1)[1] for f in mine) if mine else "ok")})
     return out
+
+
+def query_beats_white_box(records: list[dict[str, Any]]) -> dict[tuple[str, str], str]:
+    """Across runs: where a gradient-free (query) attack leaves fewer samples robust than every white-box
+    attack at the same budget, on the same model, data, defense and filter mode: ``{(run id, budget label):
+    flag}`` for the white-box rows (the obfuscation check of "Evasion II")."""
+    from snnsec.attacks.evasion import EVASIONS
+
+    groups: dict[tuple, list[tuple[str, dict[str, Any]]]] = {}
+    for record in records:
+        config = record["config"]
+        for row in record["metrics"]["rows"]:
+            if row["role"] not in ("attack", "best") or row["attack"] in BASELINES or row["attack"] not in EVASIONS:
+                continue
+            key = (json_key(config["model"]), json_key(config.get("adversarial_training")),
+                   json_key(config["evasion"].get("event_filter")), row.get("mode", ""), row["norm"], row["budget"],
+                   json_key(config["evasion"].get("target")))
+            groups.setdefault(key, []).append((record["run_id"], row))
+    flags: dict[tuple[str, str], str] = {}
+    for rows in groups.values():
+        query = [(r["robust_accuracy"], r["attack"]) for _, r in rows if EVASIONS.get(r["attack"]).gradient_free]
+        white = [(run, r) for run, r in rows if not EVASIONS.get(r["attack"]).gradient_free]
+        if not query or not white:
+            continue
+        best_query, name = min(query)
+        if best_query < min(r["robust_accuracy"] for _, r in white):
+            for run, r in white:
+                flags[(run, r["budget_label"])] = (f"query attack {name} beats it ({100 * best_query:.1f}% vs "
+                                                   f"{100 * r['robust_accuracy']:.1f}% robust)")
+    return flags
+
+
+def json_key(value: Any) -> str:
+    import json
+
+    return json.dumps(value, sort_keys=True, default=str)
 
 
 def write_evasion_tables(out_dir: Path) -> list[Path]:
@@ -393,11 +620,43 @@ def write_evasion_tables(out_dir: Path) -> list[Path]:
     records = load_records(out_dir / "records.jsonl", "evasion")
     if not records:
         return []
-    rows = table_rows(sorted(records, key=lambda r: r.get("finished", "")))
+    rows = table_rows(sorted(records, key=lambda r: r.get("finished", "")), query_beats_white_box(records))
     for i, row in enumerate(rows):  # keep the per-record order stable under the tables' sort by finish time
         row["finished"] = f"{row.get('finished', '')}#{i:06d}"
     tables = write_tables(rows, EVASION_COLUMNS, out_dir, "evasion_results",
                           "Evasion attacks: robust accuracy over correctly classified test samples, success rate, "
                           "L0 (elements changed, of T*P*H*W) of successful examples, obfuscation checks")
     plot = plot_evasion(records, out_dir / "evasion_results.png")
-    return [*tables, *([plot] if plot else [])]
+    matrix = write_transfer_matrix(records, out_dir)
+    return [*tables, *([plot] if plot else []), *matrix]
+
+
+def write_transfer_matrix(records: list[dict[str, Any]], out_dir: Path) -> list[Path]:
+    """``evasion_transfer.md``: robust accuracy (%) of each target model (columns) on adversarial inputs
+    crafted against each source model (rows: source, attack, surrogate, budget); the diagonal is white-box."""
+    from snnsec import integrity
+
+    cells: dict[tuple, dict[str, float]] = {}
+    targets: list[str] = []
+    for record in sorted(records, key=lambda r: r.get("finished", "")):
+        source = record["config"]["model"]["model"]
+        for row in record["metrics"]["rows"]:
+            if row["role"] not in ("attack", "best", "transfer"):
+                continue
+            key = (record["config"]["model"]["dataset"], source, row["attack"], row["surrogate"], row["budget_label"])
+            column = row.get("transfer_to") or source
+            if row["role"] == "transfer" or any(r.get("role") == "transfer" for r in record["metrics"]["rows"]):
+                cells.setdefault(key, {})[column] = 100 * row["robust_accuracy"]
+                if column not in targets:
+                    targets.append(column)
+    if not cells:
+        return []
+    head = ["Dataset", "Source", "Attack", "Surrogate", "Budget", *targets]
+    lines = ["# Transfer: robust accuracy (%) of each model (columns) on examples crafted against the source "
+             "(the source's own column is white-box)", "", "| " + " | ".join(head) + " |",
+             "|" + "|".join("---" for _ in head) + "|"]
+    for key, row in cells.items():
+        lines.append("| " + " | ".join([*key, *(f"{row[t]:.1f}" if t in row else "-" for t in targets)]) + " |")
+    path = out_dir / "evasion_transfer.md"
+    integrity.atomic_write_text(path, "\n".join(lines) + "\n")
+    return [path]

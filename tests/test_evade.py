@@ -172,6 +172,47 @@ def test_bad_evasion_input_fails_in_one_line_before_training(workspace, monkeypa
 def test_list_evasions_names_every_attack_with_its_domains():
     result = CliRunner().invoke(cli, ["list", "evasions"])
     assert result.exit_code == 0
-    names = [line.split()[0] for line in result.output.splitlines()]
-    assert names == ["fgsm", "pgd", "random", "sda", "sparsefool"]
-    assert "binary" in result.output.splitlines()[3]
+    from snnsec.attacks.evasion import EVASIONS
+
+    lines = {line.split()[0]: line for line in result.output.splitlines()}
+    assert list(lines) == EVASIONS.names()
+    assert {"fgsm", "pgd", "sda", "sparsefool", "random", "patch", "dash", "mf-dash", "random-events"} <= set(lines)
+    assert "binary" in lines["sda"] and "events" in lines["dash"]
+
+
+def test_transfer_scores_the_examples_on_another_model_and_writes_the_matrix(workspace):
+    record = run_evasion(EvasionConfig(attack="pgd", budgets=(64,), samples=20, checks=False,
+                                       transfer_to=("sew-resnet:tiny",)), MODEL, workspace)
+    (own,) = rows_of(record)
+    (moved,) = rows_of(record, "transfer")
+    assert moved["transfer_to"] == "sew-resnet:tiny" and moved["budget"] == own["budget"]
+    assert moved["robust_accuracy"] >= own["robust_accuracy"] - 1e-9 or own["robust_accuracy"] < 0.5
+    matrix = (workspace.out_dir / "evasion_transfer.md").read_text()
+    assert "sew-resnet:tiny" in matrix and "spiking-cnn" in matrix
+    with pytest.raises(ConfigError, match="has no config 'huge'"):
+        run_evasion(EvasionConfig(transfer_to=("sew-resnet:huge",)), MODEL, workspace)
+
+
+def test_universal_patch_is_binary_confined_to_its_area_and_needs_a_target(workspace):
+    record = run_evasion(EvasionConfig(attack="patch", budgets=(0.05,), samples=20, target=3,
+                                       options=(("epochs", 1), ("max_iterations", 5))), MODEL, workspace)
+    (row,) = rows_of(record)
+    side = int((0.05 * 16 * 16) ** 0.5)
+    assert row["norm"] == "area" and row["l0_mean"] is None or row["l0_mean"] <= 4 * 2 * side * side
+    with pytest.raises(ConfigError, match="pass --target CLASS"):
+        run_evasion(EvasionConfig(attack="patch", budgets=(0.05,)), MODEL, workspace)
+    with pytest.raises(ConfigError, match="area budgets are for patch attacks"):
+        run_evasion(EvasionConfig(attack="pgd", norm="area", budgets=(0.05,)), MODEL, workspace)
+
+
+def test_event_filter_runs_every_attack_static_and_adaptive(workspace):
+    record = run_evasion(EvasionConfig(attack="dash", budgets=(2000,), samples=10, event_filter="mask",
+                                       filter_options=(("threshold", 20),)), MODEL, workspace)
+    modes = {r["mode"]: r for r in rows_of(record)}
+    assert set(modes) == {"static", "adaptive"}
+    assert modes["adaptive"]["success_rate"] >= modes["static"]["success_rate"]  # filter-aware is at least as strong
+    assert record.config["evasion"]["event_filter"]["filter"] == "mask"
+    table = (workspace.out_dir / "evasion_results.md").read_text()
+    assert "mask (static)" in table and "mask (adaptive)" in table
+    with pytest.raises(ConfigError, match="--filter acts on raw event streams"):
+        run_evasion(EvasionConfig(attack="pgd", event_filter="ba"), MODEL, workspace)

@@ -124,7 +124,7 @@ def test_domain_checks_reject_invalid_outputs_and_budgets():
         Budget("linf", 0)
     with pytest.raises(ConfigError, match="norm must be one of"):
         Budget("l3", 1)
-    with pytest.raises(ConfigError, match="binary inputs take l0 budgets, not linf"):
+    with pytest.raises(ConfigError, match="binary inputs take l0/area budgets, not linf"):
         create_evasion("pgd").check(binary, Budget("linf", 1))
     with pytest.raises(ConfigError, match="works on binary inputs, not counts"):
         create_evasion("sda").check(counts, Budget("l0", 10))
@@ -249,7 +249,7 @@ def test_evasion_options_are_checked():
         create_evasion("pgd", steps="many")
     with pytest.raises(ConfigError, match="steps must be >= 1"):
         create_evasion("pgd", steps=0)
-    with pytest.raises(SnnsecError, match="unknown evasion attack 'nope'; choose one of: fgsm, pgd"):
+    with pytest.raises(SnnsecError, match="unknown evasion attack .nope.; choose one of: corner, dash"):
         create_evasion("nope")
 
 

@@ -75,10 +75,11 @@ class Victim:
         with self.classifier.evaluating(), attack_surrogate(self.classifier.net, self.surrogate):
             return self.classifier.logits(x)
 
-    def gradient(self, x: Tensor, loss) -> tuple[Tensor, Tensor]:
-        """``(d sum(loss(logits)) / dx, logits)`` at ``x``; ``loss`` maps logits to per-sample losses."""
+    def gradient(self, x: Tensor, loss, inputs=None) -> tuple[Tensor, Tensor]:
+        """``(d sum(loss(logits)) / dx, logits)`` at ``x``; ``loss`` maps logits to per-sample losses.
+        ``inputs`` (optional) maps ``x`` to the model's input (e.g. a patch pasted on frames)."""
         x = x.detach().requires_grad_(True)
-        logits = self.logits(x)
+        logits = self.logits(x if inputs is None else inputs(x))
         (grad,) = torch.autograd.grad(loss(logits).sum(), x)
         return grad.detach(), logits.detach()
 
@@ -101,6 +102,8 @@ class EvasionAttack(ABC):
     domains: ClassVar[tuple[str, ...]] = ("binary", "counts", "continuous")
     minimal: ClassVar[bool] = False  # searches for the smallest change; the budget is a cap
     gradient_free: ClassVar[bool] = False
+    default_norm: ClassVar[str | None] = None  # None: the domain's
+    needs_training_data: ClassVar[bool] = False  # fitted on the training set first (``fit``), e.g. a universal patch
 
     def params(self) -> dict[str, Any]:
         return {"attack": self.name, **asdict(self)}
@@ -110,6 +113,9 @@ class EvasionAttack(ABC):
         if domain.name not in self.domains:
             raise ConfigError(f"evasion attack {self.name!r} works on {', '.join(self.domains)} inputs, not "
                               f"{domain.name} (see --encoding)")
+        if budget.norm == "area" and self.default_norm != "area":
+            raise ConfigError(f"area budgets are for patch attacks; {self.name!r} takes "
+                              f"{'/'.join(n for n in domain.norms if n != 'area')}")
         domain.check_budget(budget)
 
     @abstractmethod

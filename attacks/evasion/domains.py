@@ -26,7 +26,7 @@ from torch import Tensor
 
 from snnsec.errors import ConfigError, SnnsecError
 
-NORMS = ("l0", "linf", "l2")
+NORMS = ("l0", "linf", "l2", "events", "area")
 
 
 class DomainViolation(SnnsecError, AssertionError):
@@ -45,8 +45,8 @@ class Budget:
             raise ConfigError(f"budget norm must be one of {', '.join(NORMS)}, got {self.norm!r}")
         if not (self.value > 0):
             raise ConfigError(f"a {self.norm} budget must be > 0, got {self.value}")
-        if self.norm == "l0" and math.isfinite(self.value) and self.value != int(self.value):
-            raise ConfigError(f"an l0 budget counts elements: a whole number, got {self.value}")
+        if self.norm in ("l0", "events") and math.isfinite(self.value) and self.value != int(self.value):
+            raise ConfigError(f"an {self.norm} budget counts {'elements' if self.norm == 'l0' else 'events'}: a whole number, got {self.value}")
 
     @property
     def bounded(self) -> bool:
@@ -88,7 +88,9 @@ class Domain:
         bad = (~self.valid(x_adv)).nonzero().flatten()
         if len(bad):
             raise DomainViolation(f"{who}: sample {int(bad[0])} holds values outside the {self.name} domain")
-        if budget.bounded:
+        if budget.norm == "area":
+            self._check_area(x, x_adv, budget, who)
+        elif budget.bounded:
             used = distances(x, x_adv)[budget.norm]
             # float rounding of real-valued changes (0 -> 0.1 is 0.10000000149 in float32); whole events are exact
             slack = 1e-6 * max(1.0, budget.value) if budget.norm == "l2" or not self.event_data else 0.0
@@ -98,6 +100,18 @@ class Domain:
                 raise DomainViolation(f"{who}: sample {i} moved {float(used[i]):g} in {budget.norm}, over its budget "
                                       f"{budget.value:g}")
 
+    @staticmethod
+    def _check_area(x: Tensor, x_adv: Tensor, budget: Budget, who: str) -> None:
+        """A patch budget: per sample, every changed pixel lies in one square of AE-Patch's side
+        ``int(sqrt(area * H * W))``."""
+        height, width = x.shape[-2], x.shape[-1]
+        side = max(1, min(int(math.sqrt(budget.value * height * width)), height, width))
+        changed = (x_adv != x).flatten(1, -3).any(1)  # [B, H, W]
+        for i, pixels in enumerate(changed):
+            rows, cols = pixels.any(1).nonzero().flatten(), pixels.any(0).nonzero().flatten()
+            if len(rows) and (int(rows[-1] - rows[0]) >= side or int(cols[-1] - cols[0]) >= side):
+                raise DomainViolation(f"{who}: sample {i} changes pixels outside one {side}x{side} patch")
+
     def project(self, x: Tensor, x_relaxed: Tensor, budget: Budget) -> Tensor:
         """The hard, valid input nearest ``x_relaxed`` (in this domain's sense) within ``budget`` of ``x``."""
         raise NotImplementedError
@@ -106,7 +120,7 @@ class Domain:
 @dataclass(frozen=True)
 class BinaryFrames(Domain):
     name: ClassVar[str] = "binary"
-    norms: ClassVar[tuple[str, ...]] = ("l0",)
+    norms: ClassVar[tuple[str, ...]] = ("l0", "area")  # area: a patch's share of the frame (see check)
     default_norm: ClassVar[str] = "l0"
 
     def valid(self, x: Tensor) -> Tensor:
@@ -166,7 +180,11 @@ DOMAINS: dict[str, Domain] = {d.name: d for d in (BinaryFrames(), CountFrames(),
 
 
 def domain_of(encoding: str) -> Domain:
-    """The domain of frames made with ``encoding`` (``binary`` or ``counts``), or ``continuous``."""
+    """The domain of frames made with ``encoding`` (``binary`` or ``counts``), ``continuous``, or ``events``."""
+    if encoding == "events":
+        from snnsec.attacks.evasion.event_base import EventStreams
+
+        return EventStreams()
     try:
         return DOMAINS[encoding]
     except KeyError:
