@@ -286,3 +286,53 @@ def test_continuous_check_allows_float_rounding_of_a_full_step():
     domain_of("continuous").check(x, adv, Budget("linf", 0.1))
     with pytest.raises(DomainViolation):
         domain_of("continuous").check(x, adv + 0.01, Budget("linf", 0.1))
+
+
+# ---- event filters ------------------------------------------------------------------------------------------
+
+def _reference_ba_filter(events, s, time_us, width, height, reference_bounds):
+    """DVS-Attacks' background-activity filter, literally (its ``update`` loop; sensor size as arguments)."""
+    stamps = np.zeros((width, height))
+    keep = np.zeros(len(events), dtype=bool)
+    low = 0 if reference_bounds else -1
+    for k in np.argsort(events["t"], kind="stable"):
+        x, y, t = int(events["x"][k]), int(events["y"][k]), int(events["t"][k])
+        for i in range(x - s, x + s + 1):
+            for j in range(y - s, y + s + 1):
+                if not (i == x and j == y) and i > low and j > low and i < width and j < height:
+                    stamps[i][j] = t
+        keep[k] = t - stamps[x][y] < time_us
+    return keep
+
+
+def test_background_activity_filter_matches_the_reference_loop():
+    from snnsec.defenses.event_filters import BackgroundActivityFilter
+
+    rng = np.random.default_rng(0)
+    dtype = np.dtype([("x", "<i2"), ("y", "<i2"), ("t", "<i8"), ("p", "i1")])
+    for case in range(12):
+        n = int(rng.integers(1, 300))
+        events = np.zeros(n, dtype)
+        events["x"], events["y"], events["p"] = rng.integers(0, 10, n), rng.integers(0, 10, n), rng.integers(0, 2, n)
+        events["t"] = np.sort(rng.integers(0, 20000, n)) if case % 2 else rng.integers(0, 40, n) * 100  # ties too
+        for bounds in (False, True):
+            for s, time_us in ((1, 500), (2, 5000)):
+                got = BackgroundActivityFilter(s=s, time_us=time_us, reference_bounds=bounds).keep(events, (10, 10, 2))
+                assert (got == _reference_ba_filter(events, s, time_us, 10, 10, bounds)).all(), (case, bounds, s)
+
+
+def test_mask_filter_silences_pixels_active_in_more_time_steps_than_its_threshold():
+    from snnsec.defenses.event_filters import MaskFilter, create_event_filter
+
+    dtype = np.dtype([("x", "<i2"), ("y", "<i2"), ("t", "<i8"), ("p", "i1")])
+    loud = [(1, 1, 1000 * k, k % 2) for k in range(6)]  # 6 distinct 1 ms steps
+    busy_one_step = [(2, 2, 5000 + k, 1) for k in range(9)]  # 9 events in one 1 ms step: activity 1
+    events = np.array(sorted(loud + busy_one_step, key=lambda e: e[2]), dtype=dtype)
+    activity = MaskFilter(threshold=5).activity(events, (4, 4, 2))
+    assert activity[1, 1] == 6 and activity[2, 2] == 1
+    kept = MaskFilter(threshold=5)(events, (4, 4, 2))
+    assert set(zip(kept["x"].tolist(), kept["y"].tolist())) == {(2, 2)}
+    with pytest.raises(ConfigError, match="unknown event filter 'median'; choose one of: ba, mask"):
+        create_event_filter("median")
+    with pytest.raises(ConfigError, match="has no option"):
+        create_event_filter("ba", radius=2)
