@@ -14,6 +14,7 @@ A filter maps one structured event stream (x, y, t, p; t in microseconds) to the
   dropped). Activity as the reference counts it: the sum, over both polarities, of the 1 ms time steps in
   which the pixel fired (its spike tensor at ``samplingTime = 1``), i.e. distinct ``(p, t // bin_us)``
   per pixel with ``bin_us = 1000``; the reference sweeps the threshold over 5..55.
+- ``purify``: the ``stream-purification`` defense's tonic Denoise / RefractoryPeriod filters.
 """
 from __future__ import annotations
 
@@ -116,7 +117,33 @@ class MaskFilter(EventFilter):
         return events[~loud[events["x"].astype(np.int64), events["y"].astype(np.int64)]]
 
 
-EVENT_FILTERS: dict[str, type[EventFilter]] = {"ba": BackgroundActivityFilter, "mask": MaskFilter}
+@dataclass(frozen=True)
+class PurificationFilter(EventFilter):
+    """The ``stream-purification`` defense's filters (tonic ``Denoise`` and/or ``RefractoryPeriod``) in front
+    of the model: the same settings, the same code (:meth:`StreamPurification.filters`)."""
+
+    method: str = "both"
+    filter_time_us: float = 10_000.0
+    refractory_us: float = 1_000.0
+
+    name: ClassVar[str] = "purify"
+
+    def __post_init__(self) -> None:
+        self.purifier()  # validates
+
+    def purifier(self):
+        from snnsec.defenses.stream_purification import StreamPurification
+
+        return StreamPurification(method=self.method, filter_time_us=self.filter_time_us,
+                                  refractory_us=self.refractory_us).filters()
+
+    def __call__(self, events: np.ndarray, sensor_size: tuple[int, int, int]) -> np.ndarray:
+        kept = self.purifier()(events)
+        return kept[np.argsort(kept["t"], kind="stable")] if len(kept) else kept
+
+
+EVENT_FILTERS: dict[str, type[EventFilter]] = {"ba": BackgroundActivityFilter, "mask": MaskFilter,
+                                               "purify": PurificationFilter}
 
 
 def create_event_filter(name: str, **options: Any) -> EventFilter:

@@ -281,11 +281,13 @@ def report(out: Path) -> None:
               help="Attack a PGD adversarially trained model instead of the standard one.")
 @click.option("--defense-opt", "defense_options", multiple=True, metavar="KEY=VALUE",
               help="Adversarial training option (repeatable): budget, steps, ratio, surrogate.")
-@click.option("--filter", "event_filter", default=None, type=click.Choice(["ba", "mask"]),
-              help="An event filter in front of the model (event attacks): background activity or mask filter; "
+@click.option("--filter", "event_filter", default=None, type=click.Choice(["ba", "mask", "purify"]),
+              help="An event filter in front of the model (event attacks): background activity, mask filter or "
+                   "stream purification (tonic Denoise/RefractoryPeriod); "
                    "every attack then runs static (crafted without it) and adaptive (through it).")
 @click.option("--filter-opt", "filter_options", multiple=True, metavar="KEY=VALUE",
-              help="Event filter option (repeatable): ba: s, time_us, reference_bounds; mask: threshold, bin_us.")
+              help="Event filter option (repeatable): ba: s, time_us, reference_bounds; mask: threshold, bin_us; "
+                   "purify: method, filter_time_us, refractory_us.")
 @click.option("--transfer-to", "transfer_to", multiple=True, metavar="MODEL[:CONFIG]",
               help="Also score the adversarial inputs on this zoo model (repeatable; trained on the same data): "
                    "a transfer attack; the transfer matrix goes to evasion_transfer.md.")

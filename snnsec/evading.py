@@ -541,6 +541,8 @@ EVASION_COLUMNS = [
     Column("L0<200 (%)", "row.success_l0_lt_200", percent=True),
     Column("L0<800 (%)", "row.success_l0_lt_800", percent=True),
     Column("Events", "row.events_mean", decimals=1),
+    Column("Share (%)", "row.share_mean", percent=True),  # event attacks: edits as a share of the sample's events
+    Column("Queries", "row.queries_per_sample", decimals=0),
     Column("of T*P*H*W", "row.denominator"),
     Column("s/sample", "row.time_per_sample_s", decimals=3),
     Column("N", "row.samples"),

@@ -336,3 +336,39 @@ def test_mask_filter_silences_pixels_active_in_more_time_steps_than_its_threshol
         create_event_filter("median")
     with pytest.raises(ConfigError, match="has no option"):
         create_event_filter("ba", radius=2)
+
+
+def test_purify_filter_is_the_stream_purification_defense():
+    from snnsec.defenses.event_filters import create_event_filter
+
+    dtype = np.dtype([("x", "<i2"), ("y", "<i2"), ("t", "<i8"), ("p", "i1")])
+    events = np.array([(1, 1, 5000, 1), (1, 2, 5500, 1), (9, 9, 8000, 0), (1, 1, 20000, 1)], dtype=dtype)
+    kept = create_event_filter("purify", method="denoise", filter_time_us=1000.0)(events, (10, 10, 2))
+    assert (np.diff(kept["t"]) >= 0).all() and len(kept) < len(events)
+    with pytest.raises(ConfigError, match="method must be one of"):
+        create_event_filter("purify", method="median")
+
+
+def test_adversarial_training_defense_retrains_a_fresh_model_through_the_trainer(one_thread):
+    from torch.utils.data import TensorDataset
+
+    from snnsec.defenses import DefenseContext, create_defense
+    from snnsec.framing import FramingConfig
+    from snnsec.training import TrainConfig
+
+    rng = np.random.default_rng(0)
+    frames = binary_batch(rng, 24)
+    labels = torch.as_tensor(rng.integers(0, 4, 24))
+    data = TensorDataset(frames, labels)
+    data.labels = labels.numpy()
+    defense = create_defense("adversarial-training", budget=8.0, steps=2, ratio=1.0)
+    suspect = Classifier(SmallSNN(seed=5))
+    ctx = DefenseContext(model=suspect, train_set=data, clean_reserve=data, num_classes=4,
+                         training=TrainConfig(epochs=1, batch_size=8), build=lambda: Classifier(SmallSNN(seed=6)),
+                         framing=FramingConfig(frames=4))
+    model, details = defense.repair(ctx)
+    assert model is not suspect and details["adversary"]["budget"] == 8 and details["adversary"]["norm"] == "l0"
+    fresh = SmallSNN(seed=6)
+    assert any(not torch.equal(a, b) for a, b in zip(model.net.parameters(), fresh.parameters()))
+    with pytest.raises(ConfigError, match="ratio must be in"):
+        create_defense("adversarial-training", ratio=1.5)
