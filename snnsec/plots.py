@@ -64,6 +64,13 @@ def plot_defenses(records: list[dict[str, Any]], path: Path) -> Path | None:
     return _save(figure, path)
 
 
+def plt_colours() -> list:
+    """20 distinguishable colours (matplotlib's tab20), so that a surrogate sweep's curves do not repeat."""
+    from matplotlib import colormaps
+
+    return [colormaps["tab20"](i) for i in range(20)]
+
+
 def plot_evasion(records: list[dict[str, Any]], path: Path) -> Path | None:
     """One panel per (dataset, model, defense, norm): robust accuracy against the budget, one line per attack
     and surrogate (the best over surrogates bold, the random baseline dashed). Returns the PNG, or None."""
@@ -71,37 +78,41 @@ def plot_evasion(records: list[dict[str, Any]], path: Path) -> Path | None:
     for record in sorted(records, key=lambda r: r.get("finished", "")):
         config, metrics = record["config"], record["metrics"]
         at = config.get("adversarial_training")
-        key = (config["model"]["dataset"], config["model"]["model"], "adv. training" if at else "undefended",
-               metrics["norm"], metrics["domain"])
-        curves: dict[tuple[str, str], list[tuple[float, float]]] = defaultdict(list)
+        event_filter = (config["evasion"].get("event_filter") or {}).get("filter")
+        defense = "adv. training" if at else (f"{event_filter} filter" if event_filter else "undefended")
+        key = (config["model"]["dataset"], config["model"]["model"], defense, metrics["norm"], metrics["domain"])
+        curves: dict[tuple[str, str, str, str], list[tuple[float, float]]] = defaultdict(list)
         for row in metrics["rows"]:
             if row["role"] in ("attack", "best", "random") and row["budget"] is not None:
                 name = "random" if row["role"] == "random" else row["attack"]
-                curves[(name, row["surrogate"], row["role"])].append((row["budget"], 100 * row["robust_accuracy"]))
-        for (name, surrogate, role), points in curves.items():
-            label = name if surrogate == "-" else f"{name} ({surrogate})"
+                curves[(name, row["surrogate"], row["role"], row.get("mode", ""))].append(
+                    (row["budget"], 100 * row["robust_accuracy"]))
+        for (name, surrogate, role, mode), points in curves.items():
+            target = config["evasion"].get("target")
+            label = (name if surrogate == "-" else f"{name} ({surrogate})") + (f", {mode}" if mode else "") + \
+                ("" if target is None or role == "random" else f", target {target}")
             panels[key].append((label, sorted(points), role))
     if not panels:
         return None
     keys = sorted(panels)
-    figure = Figure(figsize=(4.4 * len(keys), 3.4), dpi=150, layout="constrained")
+    figure = Figure(figsize=(6.4 * len(keys), 3.6), dpi=150, layout="constrained")
     axes = figure.subplots(1, len(keys), squeeze=False)[0]
+    colours = plt_colours()
     for ax, key in zip(axes, keys):
         seen: set[str] = set()
-        for label, points, role in panels[key]:
-            if label in seen:  # the same curve recorded twice (e.g. the random baseline of two runs): once
-                continue
-            seen.add(label)
-            xs, ys = zip(*points)
-            style = {"random": dict(linestyle="--", color="grey"), "best": dict(linewidth=2.4)}.get(role, {})
+        for index, (label, points, role) in enumerate(p for p in panels[key] if p[0] not in seen and not seen.add(p[0])):
+            xs, ys = zip(*points)  # a curve recorded twice (the random baseline of two runs) is drawn once
+            style = {"random": dict(linestyle="--", color="grey"), "best": dict(linewidth=2.4, color="black")}.get(
+                role, dict(color=colours[index % len(colours)]))
             ax.plot(xs, ys, marker="o", markersize=3, label=label, **style)
         dataset, model, defense, norm, domain = key
-        if norm == "l0":
+        if norm in ("l0", "events"):
             ax.set_xscale("log")
         ax.set_ylim(-3, 103)
-        ax.set_xlabel(f"budget ({norm}{', elements flipped' if domain == 'binary' else ''})", fontsize=8)
+        unit = {"binary": ", elements flipped", "events": " edited"}.get(domain, "") if norm != "area" else " share"
+        ax.set_xlabel(f"budget ({norm}{unit})", fontsize=8)
         ax.set_ylabel("robust accuracy (%)", fontsize=8)
         ax.set_title(f"{dataset} / {model} ({defense})", fontsize=8)
         ax.tick_params(labelsize=7)
-        ax.legend(fontsize=6, frameon=False)
+        ax.legend(fontsize=6, frameon=False, loc="center left", bbox_to_anchor=(1.0, 0.5))
     return _save(figure, path)
