@@ -148,10 +148,11 @@ class Column:
     percent: bool = False  # fraction shown as a percentage with one decimal
     scale: float = 1.0  # numbers are multiplied by this (e.g. 1000 to show mJ as uJ)
     decimals: int | None = None  # fixed decimals for numbers (None: 3 significant digits)
+    default: str | None = None  # shown when a record lacks the field (None: "-")
 
 
 def cell(record: dict[str, Any], column: Column) -> str:
-    value = record.get(column.key, "")
+    value = record.get(column.key, column.default if column.default is not None else "")
     if value is None or value == "":
         return "-"
     if column.percent and isinstance(value, (int, float)):
