@@ -394,3 +394,13 @@ def test_kv_first_attention_on_zoo_transformers(model):
     assert kv.sops == pytest.approx(kv.input_rate * 3 * kv.macs) and kv.priced_as == qkv.priced_as == "AC"
     others = [name for name in rows if ".attn.qk" not in name]
     assert all(rows[name] == {r.name: r for r in computed.layers}[name] for name in others)
+
+
+def test_attack_tables_name_the_energy_convention_also_for_records_made_before_it_was_selectable():
+    from snnsec.experiment import ATTACK_COLUMNS
+    from snnsec.records import cell, flatten
+
+    column = next(c for c in ATTACK_COLUMNS if c.title == "E. conv.")
+    old = flatten({"metrics": {"energy_mj": 0.1}})
+    new = flatten({"metrics": {"energy_mj": 0.1, "energy_convention": "papers"}})
+    assert cell(old, column) == "measured" and cell(new, column) == "papers"
