@@ -39,5 +39,6 @@ def progress_bar(description: str, total: int) -> Iterator[Callable[..., None]]:
 
 
 def log(message: str) -> None:
-    """A status line on stderr (never on stdout, which --json keeps clean)."""
-    _console.print(message, highlight=False)
+    """A status line on stderr (never on stdout, which --json keeps clean), printed as is: no rich markup (so
+    ``[1/2]`` and paths with brackets survive) and never wrapped (a log file keeps one line per message)."""
+    _console.print(message, highlight=False, markup=False, soft_wrap=True)
