@@ -641,7 +641,8 @@ def write_transfer_matrix(records: list[dict[str, Any]], out_dir: Path) -> list[
     cells: dict[tuple, dict[str, float]] = {}
     targets: list[str] = []
     for record in sorted(records, key=lambda r: r.get("finished", "")):
-        source = record["config"]["model"]["model"]
+        model = record["config"]["model"]
+        source = f"{model['model']}:{model['model_config']}" if model.get("model_config") else model["model"]
         for row in record["metrics"]["rows"]:
             if row["role"] not in ("attack", "best", "transfer"):
                 continue
