@@ -572,7 +572,9 @@ def table_rows(records: list[dict[str, Any]], cross_flags: dict[tuple[str, str],
                     "transfer": f"{row['attack']} -> {row.get('transfer_to')}"}.get(row["role"])
             shown = {**row, "attack": role or row["attack"]}
             shown_filter = "-" if not event_filter else f"{event_filter['filter']} ({row.get('mode', '')})"
-            out.append({**record, "row": shown, "defense": defense, "target": "-" if target is None else str(target),
+            slim = {k: v for k, v in metrics.items() if k not in ("rows", "checks", "sample_rows")}  # per row: its own
+            out.append({**record, "metrics": slim, "row": shown, "defense": defense,
+                        "target": "-" if target is None else str(target),
                         "filter": shown_filter,
                         "checks": "-" if row["role"] in ("random", "transfer") else ("FLAG: " + "; ".join(
                             f.split(": ", 1)[1] for f in mine) if mine else "ok")})
