@@ -28,12 +28,9 @@ other work: compare the ratios of one run, not absolute times across runs.
 from __future__ import annotations
 
 import argparse
-import datetime as _dt
 import importlib.metadata
 import os
-import platform
 import statistics
-import subprocess
 import sys
 import time
 from collections.abc import Callable
@@ -215,31 +212,11 @@ def bench_model(model: str, config: str, epochs: int, args: argparse.Namespace) 
 
 
 def machine_info(threads: int) -> dict[str, Any]:
-    cpu = platform.processor() or ""
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                cpu = line.split(":", 1)[1].strip()
-                break
-    except OSError:
-        pass
-    try:
-        commit = subprocess.run(["git", "rev-parse", "--short", "HEAD"], capture_output=True, text=True,
-                                cwd=ROOT, timeout=10).stdout.strip()
-    except (OSError, subprocess.SubprocessError):
-        commit = ""
-    return {
-        "cpu": cpu,
-        "logical_cpus": os.cpu_count(),
-        "torch_threads": threads,
-        "omp_num_threads": os.environ.get("OMP_NUM_THREADS", "(unset)"),
-        "torch": torch.__version__,
-        "torchattacks": importlib.metadata.version("torchattacks"),
-        "spikingjelly": importlib.metadata.version("spikingjelly"),
-        "python": platform.python_version(),
-        "git_commit": commit,
-        "date": _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"),
-    }
+    """bench_models' machine record (CPU, threads, versions, commit, date) plus what this benchmark adds."""
+    from bench_models import machine_info as base_info
+
+    return {**base_info(threads), "omp_num_threads": os.environ.get("OMP_NUM_THREADS", "(unset)"),
+            "torchattacks": importlib.metadata.version("torchattacks")}
 
 
 def _pct(value: float) -> str:

@@ -18,6 +18,7 @@ A filter maps one structured event stream (x, y, t, p; t in microseconds) to the
 """
 from __future__ import annotations
 
+from abc import ABC, abstractmethod
 from dataclasses import asdict, dataclass
 from typing import Any, ClassVar
 
@@ -28,14 +29,15 @@ from snnsec.errors import ConfigError
 
 
 @dataclass(frozen=True)
-class EventFilter:
+class EventFilter(ABC):
     name: ClassVar[str] = "filter"
 
     def params(self) -> dict[str, Any]:
         return {"filter": self.name, **asdict(self)}
 
+    @abstractmethod
     def __call__(self, events: np.ndarray, sensor_size: tuple[int, int, int]) -> np.ndarray:
-        raise NotImplementedError
+        """The events this filter keeps, sorted by time."""
 
 
 @dataclass(frozen=True)

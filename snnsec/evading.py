@@ -14,6 +14,7 @@ perturbation of the same budget must not beat the white-box attack.
 """
 from __future__ import annotations
 
+import json
 import math
 import time
 from dataclasses import asdict, dataclass, field, replace
@@ -32,7 +33,7 @@ from snnsec.attacks.evasion.domains import Domain, DomainViolation, distances
 from snnsec.classifier import Classifier
 from snnsec.errors import ConfigError
 from snnsec.experiment import attack_record_config
-from snnsec.model_cache import adversarially_trained_model, clean_model, model_path
+from snnsec.model_cache import adversarial_identity, adversarially_trained_model, clean_model, model_path
 from snnsec.progress import log, progress_bar
 from snnsec.records import Column, RunRecord, append_record, config_hash, load_records, write_tables
 from snnsec.training import accuracy
@@ -171,7 +172,7 @@ def run_evasion(config: EvasionConfig, model: AttackConfig, workspace: Workspace
                "rows": [r.summary(denominator) for r in results], "checks": checks,
                "flags": [c["flag"] for c in checks if c["flag"]]}
     identity = (setup.clean_identity if the_plan.adversary is None else
-                {**setup.clean_identity, "adversarial_training": the_plan.adversary.identity(model.encoding)})
+                adversarial_identity(setup, the_plan.adversary))
     full_config = {"evasion": {**asdict(config), "budgets": [b.value for b in the_plan.budgets],
                                "event_filter": None if the_plan.event_filter is None else the_plan.event_filter.params(),
                                "norm": the_plan.budgets[0].norm,
@@ -612,8 +613,6 @@ def query_beats_white_box(records: list[dict[str, Any]]) -> dict[tuple[str, str]
 
 
 def json_key(value: Any) -> str:
-    import json
-
     return json.dumps(value, sort_keys=True, default=str)
 
 

@@ -83,10 +83,14 @@ def adversarially_trained_model(setup: AttackSetup, workspace: Workspace, advers
     (``adversary``: :class:`snnsec.defenses.adversarial_training.AdversarialTrainingConfig`), cached by identity."""
     from snnsec.defenses.adversarial_training import AdversarialStep
 
-    encoding = setup.framing.encoding
-    identity = {**setup.clean_identity, "adversarial_training": adversary.identity(encoding)}
-    return _trained(setup.build, setup.train_set, setup.training, identity, workspace, "adversarially trained model",
-                    AdversarialStep(adversary, encoding, setup.training.seed))
+    return _trained(setup.build, setup.train_set, setup.training, adversarial_identity(setup, adversary), workspace,
+                    "adversarially trained model", AdversarialStep(adversary, setup.framing.encoding,
+                                                                   setup.training.seed))
+
+
+def adversarial_identity(setup: AttackSetup, adversary) -> dict:
+    """The cache identity of the adversarially trained model: the clean model's plus the adversary's."""
+    return {**setup.clean_identity, "adversarial_training": adversary.identity(setup.framing.encoding)}
 
 
 def _trained(build, dataset, training: TrainConfig, identity: dict, workspace: Workspace, label: str,

@@ -3,8 +3,6 @@ reference's search order and coordinates, honest query counts, the mask-filter a
 that breaks a trained tiny model on digits-dvs-third."""
 from __future__ import annotations
 
-from dataclasses import replace
-from pathlib import Path
 
 import numpy as np
 import pytest
@@ -21,34 +19,18 @@ from snnsec.attacks.evasion.event_base import EventView
 from snnsec.classifier import Classifier
 from snnsec.datasets import DATASETS
 from snnsec.datasets.base import EVENT_DTYPE
-from snnsec.datasets.digits_dvs import SPEC as DIGITS_SPEC
-from snnsec.datasets.digits_dvs import DigitsDvs
 from snnsec.defenses.event_filters import MaskFilter
 from snnsec.errors import ConfigError
 from snnsec.framing import FramingConfig
 from snnsec.zoo import InputSpec, create_model
 
+try:
+    from digits_third import THIRD, registered
+except ImportError:  # run from the repository root
+    from tests.digits_third import THIRD, registered
+
 SENSOR = (34, 34, 2)
 VIEW = EventView(SENSOR, FramingConfig(frames=4))
-THIRD = "digits-dvs-third"
-
-
-class EveryThird:
-    """digits-dvs with every third sample of a split (all ten classes), as in test_evade."""
-
-    info = replace(DIGITS_SPEC.info, name=THIRD)
-
-    def __init__(self, split: str, data_dir: Path | None = None) -> None:
-        self.base = DigitsDvs(split)
-        self.rows = np.arange(0, len(self.base), 3)
-        self.labels = self.base.labels[self.rows]
-        self.cache_key = f"{self.base.cache_key}-every3"
-
-    def __len__(self) -> int:
-        return len(self.rows)
-
-    def __getitem__(self, index: int):
-        return self.base[int(self.rows[index])]
 
 
 def outside(events: np.ndarray, low: int = 8, high: int = 26) -> np.ndarray:
@@ -200,16 +182,13 @@ def test_a_dash_breaks_a_trained_tiny_model(tmp_path_factory):
     threads = torch.get_num_threads()
     torch.set_num_threads(1)
     try:
-        with pytest.MonkeyPatch.context() as patch:
-            patch.setitem(DATASETS._entries, THIRD, replace(DIGITS_SPEC, info=EveryThird.info, load=EveryThird,
-                                                             default_frames=4))
-            patch.setenv("SNNSEC_PROGRESS", "0")
+        with registered():
             workspace = Workspace(cache_dir=root / "cache", out_dir=root / "out", device="cpu")
             config = AttackConfig(dataset=THIRD, model_config="tiny", frames=4, size=16, epochs=8, batch_size=8,
                                   lr=1e-2)
             setup = prepare_attack(config, workspace)
             model = model_cache.clean_model(setup, workspace)
-            assert EveryThird.info.sensor_size == SENSOR and setup.framing.size == (16, 16)
+            assert DATASETS.get(THIRD).info.sensor_size == SENSOR and setup.framing.size == (16, 16)
             view = EventView(SENSOR, setup.framing)
             streams, labels = [], []
             for i in range(60):

@@ -4,9 +4,7 @@ from __future__ import annotations
 
 import json
 from dataclasses import replace
-from pathlib import Path
 
-import numpy as np
 import pytest
 import torch
 from click.testing import CliRunner
@@ -14,35 +12,18 @@ from click.testing import CliRunner
 import snnsec.model_cache as model_cache
 from snnsec.attack_config import AttackConfig, Workspace
 from snnsec.cli import cli
-from snnsec.datasets import DATASETS
-from snnsec.datasets.digits_dvs import SPEC as DIGITS_SPEC
-from snnsec.datasets.digits_dvs import DigitsDvs
 from snnsec.errors import ConfigError
 from snnsec.evading import EvasionConfig, run_evasion
 from snnsec.records import load_records
 
-THIRD = "digits-dvs-third"
+try:
+    from digits_third import THIRD, registered
+except ImportError:  # run from the repository root
+    from tests.digits_third import THIRD, registered
+
 MODEL = AttackConfig(dataset=THIRD, model_config="tiny", frames=4, size=16, epochs=8, batch_size=8, lr=1e-2)
 MODEL_ARGS = ["--dataset", THIRD, "--model-config", "tiny", "-T", "4", "--size", "16", "--epochs", "8",
               "--batch-size", "8", "--lr", "0.01", "--device", "cpu"]
-
-
-class EveryThird:
-    """digits-dvs with every third sample of a split (all ten classes)."""
-
-    info = replace(DIGITS_SPEC.info, name=THIRD)
-
-    def __init__(self, split: str, data_dir: Path | None = None) -> None:
-        self.base = DigitsDvs(split)
-        self.rows = np.arange(0, len(self.base), 3)
-        self.labels = self.base.labels[self.rows]
-        self.cache_key = f"{self.base.cache_key}-every3"
-
-    def __len__(self) -> int:
-        return len(self.rows)
-
-    def __getitem__(self, index: int):
-        return self.base[int(self.rows[index])]
 
 
 @pytest.fixture(scope="module")
@@ -51,10 +32,7 @@ def workspace(tmp_path_factory):
     root = tmp_path_factory.mktemp("evade")
     threads = torch.get_num_threads()
     torch.set_num_threads(1)
-    with pytest.MonkeyPatch.context() as patch:
-        patch.setitem(DATASETS._entries, THIRD, replace(DIGITS_SPEC, info=EveryThird.info, load=EveryThird,
-                                                         default_frames=4))
-        patch.setenv("SNNSEC_PROGRESS", "0")
+    with registered():
         yield Workspace(cache_dir=root / "cache", out_dir=root / "out", device="cpu")
     torch.set_num_threads(threads)
 

@@ -3,7 +3,6 @@ makes real land in their slots, every output stream is valid and within its even
 trained tiny model on digits-dvs-third."""
 from __future__ import annotations
 
-from dataclasses import replace
 
 import numpy as np
 import pytest
@@ -18,12 +17,15 @@ from snnsec.attacks.evasion.domains import check_event_stream
 from snnsec.attacks.evasion.event_base import EventView
 from snnsec.attacks.evasion.gumbel import ADD, KEEP, REMOVE, GumbelSoftmax, bin_intervals, cell_bounds, materialise
 from snnsec.classifier import Classifier
-from snnsec.datasets import DATASETS
-from snnsec.datasets.digits_dvs import SPEC as DIGITS_SPEC
 from snnsec.errors import ConfigError
 from snnsec.framing import FramingConfig, events_to_frames
 from snnsec.model_cache import clean_model
 from snnsec.zoo.neurons import lif
+
+try:
+    from digits_third import THIRD, registered
+except ImportError:  # run from the repository root
+    from tests.digits_third import THIRD, registered
 
 SENSOR = (34, 34, 2)
 DTYPE = np.dtype([("x", "<i2"), ("y", "<i2"), ("t", "<i8"), ("p", "i1")])  # digits-dvs' event layout
@@ -167,35 +169,11 @@ def test_options_are_checked_and_only_time_slicing_is_supported():
                                                 Budget("events", 5), view, torch.Generator())
 
 
-THIRD = "digits-dvs-third"
 MODEL = AttackConfig(dataset=THIRD, model_config="tiny", frames=4, size=16, epochs=8, batch_size=8, lr=1e-2)
 
 
-class EveryThird:
-    """digits-dvs with every third sample of a split (as in tests/test_evade.py)."""
-
-    info = replace(DIGITS_SPEC.info, name=THIRD)
-
-    def __init__(self, split: str, data_dir=None) -> None:
-        from snnsec.datasets.digits_dvs import DigitsDvs
-
-        self.base = DigitsDvs(split)
-        self.rows = np.arange(0, len(self.base), 3)
-        self.labels = self.base.labels[self.rows]
-        self.cache_key = f"{self.base.cache_key}-every3"
-
-    def __len__(self) -> int:
-        return len(self.rows)
-
-    def __getitem__(self, index: int):
-        return self.base[int(self.rows[index])]
-
-
 def test_breaks_a_trained_tiny_model_within_the_budget(tmp_path):
-    with pytest.MonkeyPatch.context() as patch:
-        patch.setitem(DATASETS._entries, THIRD, replace(DIGITS_SPEC, info=EveryThird.info, load=EveryThird,
-                                                         default_frames=4))
-        patch.setenv("SNNSEC_PROGRESS", "0")
+    with registered():
         workspace = Workspace(cache_dir=tmp_path / "cache", out_dir=tmp_path / "out", device="cpu")
         setup = prepare_attack(MODEL, workspace)
         victim = Victim(clean_model(setup, workspace))

@@ -143,6 +143,14 @@ def create_evasion(name: str, **params: Any) -> EvasionAttack:
     return cls(**params)
 
 
+def one_by_one(x: Tensor, goal: Goal, attack_one) -> Tensor:
+    """``x`` with each sample replaced by ``attack_one(x[i:i+1], goal_i)`` (attacks that work per sample)."""
+    out = x.clone()
+    for i in range(len(x)):
+        out[i] = attack_one(x[i:i + 1], goal.subset(torch.tensor([i], device=x.device)))[0]
+    return out
+
+
 def require(condition: bool, message: str) -> None:
     if not condition:
         raise ConfigError(message)

@@ -17,6 +17,7 @@ events inserted / deleted / flipped) and :func:`check_patch` (binary, confined t
 from __future__ import annotations
 
 import math
+from abc import ABC, abstractmethod
 from dataclasses import dataclass
 from typing import ClassVar
 
@@ -65,7 +66,7 @@ def distances(x: Tensor, x_adv: Tensor) -> dict[str, Tensor]:
 
 
 @dataclass(frozen=True)
-class Domain:
+class Domain(ABC):
     """Base: which values are valid, which norms an attack may be budgeted in, how to project onto them."""
 
     name: ClassVar[str] = ""
@@ -77,9 +78,9 @@ class Domain:
         if budget.norm not in self.norms:
             raise ConfigError(f"{self.name} inputs take {'/'.join(self.norms)} budgets, not {budget.norm}")
 
+    @abstractmethod
     def valid(self, x: Tensor) -> Tensor:
         """Per sample: are all values valid in this domain?"""
-        raise NotImplementedError
 
     def check(self, x: Tensor, x_adv: Tensor, budget: Budget, who: str = "attack") -> None:
         """Raise :class:`DomainViolation` unless every ``x_adv`` is a valid input within ``budget`` of ``x``."""
@@ -104,17 +105,16 @@ class Domain:
     def _check_area(x: Tensor, x_adv: Tensor, budget: Budget, who: str) -> None:
         """A patch budget: per sample, every changed pixel lies in one square of AE-Patch's side
         ``int(sqrt(area * H * W))``."""
-        height, width = x.shape[-2], x.shape[-1]
-        side = max(1, min(int(math.sqrt(budget.value * height * width)), height, width))
+        side = patch_side(budget.value, x.shape[-2], x.shape[-1])
         changed = (x_adv != x).flatten(1, -3).any(1)  # [B, H, W]
         for i, pixels in enumerate(changed):
             rows, cols = pixels.any(1).nonzero().flatten(), pixels.any(0).nonzero().flatten()
             if len(rows) and (int(rows[-1] - rows[0]) >= side or int(cols[-1] - cols[0]) >= side):
                 raise DomainViolation(f"{who}: sample {i} changes pixels outside one {side}x{side} patch")
 
+    @abstractmethod
     def project(self, x: Tensor, x_relaxed: Tensor, budget: Budget) -> Tensor:
         """The hard, valid input nearest ``x_relaxed`` (in this domain's sense) within ``budget`` of ``x``."""
-        raise NotImplementedError
 
 
 @dataclass(frozen=True)
@@ -177,6 +177,12 @@ class Continuous(Domain):
 
 
 DOMAINS: dict[str, Domain] = {d.name: d for d in (BinaryFrames(), CountFrames(), Continuous())}
+
+
+def patch_side(area: float, height: int, width: int) -> int:
+    """A square patch's side for an area share (AE-Patch's ``int(sqrt(noise_percentage * H * W))``), at least 1
+    and at most the frame's smaller side."""
+    return max(1, min(int(math.sqrt(area * height * width)), height, width))
 
 
 def domain_of(encoding: str) -> Domain:

@@ -63,6 +63,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Iterator
+from abc import abstractmethod
 from dataclasses import dataclass
 from typing import ClassVar
 
@@ -130,14 +131,14 @@ class AddedEvents(EventAttack):
         require(polarity in POLARITIES, f"{self.name} polarity must be one of {', '.join(POLARITIES)}, got "
                                         f"{polarity!r}")
 
+    @abstractmethod
     def candidates(self, sensor_size: tuple[int, int, int]) -> Iterator[object]:
         """The positions tried, in order (each one query per sample still unbroken)."""
-        raise NotImplementedError
 
+    @abstractmethod
     def added(self, position: object, times: np.ndarray, dtype: np.dtype,
               sensor_size: tuple[int, int, int]) -> np.ndarray:
         """The events ``position`` adds at ``times`` (sorted by time, inside the sensor)."""
-        raise NotImplementedError
 
     def max_tries(self) -> int | None:
         return None
@@ -238,13 +239,20 @@ class CornerAttack(SearchedAttack):
         width, height = sensor_size[0], sensor_size[1]
         row, length, _ = position
         cols = np.arange(min(length, width))
-        rows = np.full(len(cols), min(max(row, 0), height - 1))
+        rows = np.full(len(cols), on_sensor_row(row, height))
         return every_step(dtype, cols, rows, POLARITIES[self.polarity], times)
 
 
-def dash_columns(offset: int, left: bool, width: int) -> np.ndarray:
-    """The dash's two columns: ``(offset-1, offset)`` on the left, ``(W-offset-1, W-offset)`` on the right."""
-    return np.array([offset - 1, offset]) if left else np.array([width - offset - 1, width - offset])
+def dash_columns(offset: int | np.ndarray, left: bool, width: int) -> np.ndarray:
+    """The dash's two columns ``[..., 2]`` at each offset: ``(offset-1, offset)`` on the left,
+    ``(W-offset-1, W-offset)`` on the right."""
+    offset = np.asarray(offset)
+    return np.stack([offset - 1, offset] if left else [width - offset - 1, width - offset], axis=-1)
+
+
+def on_sensor_row(row: int, height: int) -> int:
+    """A searched row clipped to the sensor."""
+    return min(max(row, 0), height - 1)
 
 
 @EVASIONS.register("dash")
@@ -259,7 +267,7 @@ class DashAttack(SearchedAttack):
         width, height = sensor_size[0], sensor_size[1]
         row, offset, left = position
         cols = np.clip(dash_columns(offset, left, width), 0, width - 1)
-        rows = np.full(2, min(max(row, 0), height - 1))
+        rows = np.full(2, on_sensor_row(row, height))
         return every_step(dtype, cols, rows, POLARITIES[self.polarity], times)
 
 
@@ -279,9 +287,9 @@ class MaskFilterAwareDash(SearchedAttack):
         width, height = sensor_size[0], sensor_size[1]
         row, offset, left = position
         moved = offset + 2 * (np.arange(len(times)) // self.th0)  # y_ref at each step
-        cols = np.stack([moved - 1, moved] if left else [width - moved - 1, width - moved], axis=1).ravel()
+        cols = dash_columns(moved, left, width).ravel()
         ts = np.repeat(times, 2)
         inside = (cols >= 0) & (cols < width)
         cols, ts = cols[inside], ts[inside]
-        rows = np.full(len(cols), min(max(row, 0), height - 1))
+        rows = np.full(len(cols), on_sensor_row(row, height))
         return synthetic_events(dtype, cols, rows, ts, np.full(len(cols), 1 if left else 0))

@@ -59,6 +59,13 @@ class EventStreams(Domain):
     norms: ClassVar[tuple[str, ...]] = ("events",)
     default_norm: ClassVar[str] = "events"
 
+    def valid(self, x: Tensor) -> Tensor:
+        """Framed streams: finite event counts >= 0 (the streams themselves: ``check_event_stream``)."""
+        return (torch.isfinite(x) & (x >= 0)).flatten(1).all(1)
+
+    def project(self, x: Tensor, x_relaxed: Tensor, budget: Budget) -> Tensor:
+        raise ConfigError("raw-event attacks edit streams, not frames: there are no frames to project")
+
 
 class EventAttack(EvasionAttack):
     """Base of raw-event attacks (see module doc). ``perturb`` (frames) does not apply."""

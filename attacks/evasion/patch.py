@@ -17,7 +17,6 @@ on the test set; the patch is trained with this attack's surrogate (``--surrogat
 """
 from __future__ import annotations
 
-import math
 from dataclasses import dataclass, field, replace
 from typing import Any, ClassVar
 
@@ -27,15 +26,10 @@ import torch.nn.functional as F
 from torch import Tensor
 
 from snnsec.attacks.evasion.base import EVASIONS, EvasionAttack, Goal, Victim, require
-from snnsec.attacks.evasion.domains import Budget, Domain
+from snnsec.attacks.evasion.domains import Budget, Domain, patch_side
 from snnsec.errors import ConfigError
 
 PLACEMENTS = ("random", "top-left", "top-right", "bottom-left", "bottom-right", "middle")
-
-
-def patch_side(area: float, height: int, width: int) -> int:
-    """AE-Patch's side: ``int(sqrt(area * H * W))``, at least 1 and at most the frame's smaller side."""
-    return max(1, min(int(math.sqrt(area * height * width)), height, width))
 
 
 def place(shape: tuple[int, ...], side: int, position: str, rng: np.random.Generator, count: int) -> list[tuple[int, int]]:

@@ -33,7 +33,8 @@ class RandomNoise(EvasionAttack):
                 generator: torch.Generator) -> Tensor:
         uniform = torch.rand(x.shape, generator=generator).to(x.device)
         if budget.norm == "area":  # a random binary patch of the same area at a random place
-            from snnsec.attacks.evasion.patch import paste, patch_side, place
+            from snnsec.attacks.evasion.domains import patch_side
+            from snnsec.attacks.evasion.patch import paste, place
 
             side = patch_side(budget.value if budget.bounded else 1.0, x.shape[-2], x.shape[-1])
             rng = np.random.default_rng(int(torch.randint(0, 2**31 - 1, (1,), generator=generator)))

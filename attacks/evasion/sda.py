@@ -27,7 +27,7 @@ from typing import ClassVar
 import torch
 from torch import Tensor
 
-from snnsec.attacks.evasion.base import EVASIONS, EvasionAttack, Goal, Victim, require
+from snnsec.attacks.evasion.base import EVASIONS, EvasionAttack, Goal, Victim, one_by_one, require
 from snnsec.attacks.evasion.domains import Budget, Domain
 
 
@@ -53,10 +53,7 @@ class SDA(EvasionAttack):
     def perturb(self, victim: Victim, x: Tensor, goal: Goal, budget: Budget, domain: Domain,
                 generator: torch.Generator) -> Tensor:
         cap = self.max_flips if self.max_flips is not None else math.inf  # the protocol applies the budget
-        out = x.clone()
-        for i in range(len(x)):
-            out[i] = self._one(victim, x[i:i + 1], goal.subset(torch.tensor([i], device=x.device)), cap, generator)[0]
-        return out
+        return one_by_one(x, goal, lambda sample, part: self._one(victim, sample, part, cap, generator))
 
     def _loss(self, victim: Victim, goal: Goal, x: Tensor) -> Tensor:
         losses = []

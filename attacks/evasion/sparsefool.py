@@ -22,7 +22,7 @@ from typing import ClassVar
 import torch
 from torch import Tensor
 
-from snnsec.attacks.evasion.base import EVASIONS, EvasionAttack, Goal, Victim, flip_gain, require
+from snnsec.attacks.evasion.base import EVASIONS, EvasionAttack, Goal, Victim, flip_gain, one_by_one, require
 from snnsec.attacks.evasion.domains import Budget, Domain
 
 
@@ -47,10 +47,7 @@ class SparseFool(EvasionAttack):
 
     def perturb(self, victim: Victim, x: Tensor, goal: Goal, budget: Budget, domain: Domain,
                 generator: torch.Generator) -> Tensor:
-        out = x.clone()
-        for i in range(len(x)):
-            out[i] = self._one(victim, x[i:i + 1], goal.subset(torch.tensor([i], device=x.device)))[0]
-        return out
+        return one_by_one(x, goal, lambda sample, part: self._one(victim, sample, part))
 
     def _one(self, victim: Victim, x: Tensor, goal: Goal) -> Tensor:
         adv = x.clone()

@@ -201,7 +201,7 @@ class AttackNeuron(nn.Module):
         return (1 - s) * h + s * n.v_reset
 
     def forward(self, x_seq: Tensor) -> Tensor:
-        kind, threshold = self.surrogate.kind, self.original.v_threshold
+        kind = self.surrogate.kind
         if kind == "rate":
             with torch.no_grad():
                 spikes = self._run(x_seq.detach(), "exact")
