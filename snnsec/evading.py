@@ -44,6 +44,8 @@ DEFAULT_BUDGETS = {"binary": (10, 50, 200, 800), "counts": (1, 2, 4), "continuou
                    "events": (100, 400, 1600, 6400), "area": (0.01, 0.03, 0.05)}
 FIT_SAMPLES = 512  # training samples a universal attack (patch) is fitted on: a seeded, class-stratified draw
 BASELINES = ("random", "random-events")  # the obfuscation check's baselines
+#: Seeding keys of training samples realised through a filter start here (test samples: their row).
+TRAINING_KEY = 1 << 32
 MODES = ("static", "adaptive")  # with an event filter: crafted without it, or through it (both scored through it)
 DEFENSES = ("adversarial-training",)
 
@@ -64,7 +66,7 @@ class EvasionConfig:
     defense: str | None = None  # "adversarial-training": attack the adversarially trained model instead
     defense_options: tuple[tuple[str, Any], ...] = ()
     checks: bool = True  # run the random baseline and the unbounded attack (obfuscation checks)
-    event_filter: str | None = None  # "ba" or "mask": an event filter in front of the model (event attacks)
+    event_filter: str | None = None  # "ba", "mask" or "purify": an event filter in front of the model
     filter_options: tuple[tuple[str, Any], ...] = ()
     transfer_to: tuple[str, ...] = ()  # other zoo models ("name" or "name:config") the examples are also scored on
 
@@ -90,14 +92,19 @@ class Plan:
     budgets: tuple[Budget, ...]
     surrogates: tuple[Surrogate, ...]
     adversary: Any = None  # AdversarialTrainingConfig when the model is adversarially trained
-    event_filter: Any = None  # an EventFilter in front of the model (event attacks only)
+    event_filter: Any = None  # an EventFilter in front of the model
 
     @property
     def on_events(self) -> bool:
         return self.domain.name == "events"
 
+    @property
+    def realised(self) -> bool:
+        """A frame attack in front of an event filter: its edits are realised as events (attacks.evasion.realise)."""
+        return self.event_filter is not None and not self.on_events
 
-def plan(config: EvasionConfig, encoding: str) -> Plan:
+
+def plan(config: EvasionConfig, encoding: str, slicing: str = "time") -> Plan:
     """Check everything about ``config`` that can be checked without data (one-line errors, no work done)."""
     from snnsec.attacks.evasion.event_base import EventAttack
 
@@ -126,8 +133,9 @@ def plan(config: EvasionConfig, encoding: str) -> Plan:
     event_filter = None
     if config.event_filter is not None:
         if domain.name != "events":
-            raise ConfigError(f"--filter acts on raw event streams: use an event attack (not {attack.name!r}, which "
-                              "edits frames)")
+            from snnsec.attacks.evasion.realise import check_realisable
+
+            check_realisable(slicing)  # a frame attack's edits are realised as events in front of the filter
         from snnsec.defenses.event_filters import create_event_filter
 
         event_filter = create_event_filter(config.event_filter, **dict(config.filter_options))
@@ -148,7 +156,7 @@ def run_evasion(config: EvasionConfig, model: AttackConfig, workspace: Workspace
     """Attack ``model``'s trained (cached) classifier with ``config`` and append the record; returns it."""
     workspace = workspace or Workspace()
     started, clock = datetime.now(timezone.utc), time.perf_counter()
-    the_plan = plan(config, model.encoding)  # bad options fail here, before data or training
+    the_plan = plan(config, model.encoding, model.slicing)  # bad options fail here, before data or training
     setup = prepare_attack(model, workspace)
     if isinstance(config.target, int) and config.target >= setup.num_classes:
         raise ConfigError(f"--target {config.target} is not a class of {model.dataset} (0..{setup.num_classes - 1})")
@@ -206,30 +214,35 @@ class Inputs:
 
     test_set: Any
     train_set: Any = None  # for attacks fitted on training data (universal patches)
-    raw: Any = None  # the raw test streams ((events, label) per row), for event attacks
+    raw: Any = None  # the raw test streams ((events, label) per row), for event attacks and filters
     view: Any = None  # EventView through the filter: what is scored
     rows: list[int] | None = None  # the attacked rows (after subset)
     frames: torch.Tensor | None = None  # clean frames of the attacked rows, as scored
+    raw_train: Any = None  # the raw training streams (a frame attack fitted through a filter)
 
     @staticmethod
     def of(setup: AttackSetup, model: AttackConfig, the_plan: Plan) -> Inputs:
-        if not the_plan.on_events:
+        if not the_plan.on_events and the_plan.event_filter is None:
             return Inputs(setup.test_set, setup.train_set)
         from snnsec.attacks.evasion.event_base import EventView
         from snnsec.datasets import DATASETS
 
         sensor = tuple(DATASETS.get(model.dataset).info.sensor_size)
         return Inputs(setup.test_set, setup.train_set, setup.raw_test,
-                      EventView(sensor, setup.framing, the_plan.event_filter))
+                      EventView(sensor, setup.framing, the_plan.event_filter), raw_train=setup.raw_train)
 
-    def training_sample(self, seed: int, device: torch.device) -> tuple[torch.Tensor, torch.Tensor]:
-        """Up to :data:`FIT_SAMPLES` training frames and labels, a seeded class-stratified draw."""
+    def training_rows(self, seed: int) -> np.ndarray:
+        """Up to :data:`FIT_SAMPLES` training rows, a seeded class-stratified draw."""
         from snnsec.attack_setup import _sample_rows
 
         labels = np.asarray(self.train_set.labels)
-        rows = _sample_rows(labels, FIT_SAMPLES, seed) if len(labels) > FIT_SAMPLES else np.arange(len(labels))
+        return _sample_rows(labels, FIT_SAMPLES, seed) if len(labels) > FIT_SAMPLES else np.arange(len(labels))
+
+    def training_sample(self, seed: int, device: torch.device) -> tuple[torch.Tensor, torch.Tensor]:
+        """The frames and labels of :meth:`training_rows`."""
+        rows = self.training_rows(seed)
         x = torch.stack([torch.as_tensor(np.asarray(self.train_set[int(i)][0]), dtype=torch.float32) for i in rows])
-        return x.to(device), torch.as_tensor(labels[rows], device=device)
+        return x.to(device), torch.as_tensor(np.asarray(self.train_set.labels)[rows], device=device)
 
     def frames_of(self, rows: Any) -> torch.Tensor:
         if self.view is not None:
@@ -379,10 +392,24 @@ def _attack(classifier: Classifier, attack: EvasionAttack, surrogate: Surrogate,
     victim = Victim(classifier, surrogate)
     generator = torch.Generator().manual_seed(config.seed)
     x = inputs.frames
+    realiser = crafter = None
+    if the_plan.realised:  # a frame attack in front of an event filter: crafted on unfiltered frames, realised
+        from snnsec.attacks.evasion.realise import FilteredVictim, FrameRealiser
+
+        realiser = FrameRealiser(inputs.view, config.seed)
+        crafter = FilteredVictim(victim, realiser) if mode == "adaptive" else victim
+        unfiltered = realiser.unfiltered(inputs.streams(range(len(x))), x.device)
+        if mode == "adaptive":
+            crafter.register(inputs.streams(range(len(x))), unfiltered, inputs.rows)
     if attack.needs_training_data:
         log(f"{attack.name}: fitting on the training set for target {config.target} ({budget.norm} {budget.label})")
         train_x, train_y = inputs.training_sample(config.seed, x.device)
-        attack = attack.fit(victim, train_x, train_y, int(config.target), budget, generator)
+        if realiser is not None and mode == "adaptive":  # fitted through the filter: the training streams realised too
+            train_rows = inputs.training_rows(config.seed)
+            train_streams = [inputs.raw_train[int(i)][0] for i in train_rows]
+            train_x = realiser.unfiltered(train_streams, x.device)
+            crafter.register(train_streams, train_x, [TRAINING_KEY + int(i) for i in train_rows])
+        attack = attack.fit(crafter or victim, train_x, train_y, int(config.target), budget, generator)
     batch = 1 if attack.minimal else config.batch_size
     success, robust, l0, l1, scored = [], [], [], [], []
     edits: dict[str, list[np.ndarray]] = {"inserted": [], "deleted": [], "flipped": [], "share": []}
@@ -397,13 +424,21 @@ def _attack(classifier: Classifier, attack: EvasionAttack, surrogate: Surrogate,
                     edits[key].append(np.asarray([c[key] for c in counts]))
                 edits["share"].append(np.asarray([c["total"] / max(1, c["events"]) for c in counts]))
                 events_changed = np.asarray([c["total"] for c in counts], dtype=float)
+            elif realiser is not None:
+                edited = attack.perturb(crafter, unfiltered[rows], part, budget, the_plan.domain, generator)
+                the_plan.domain.check(unfiltered[rows], edited, budget, who=attack.name)
+                adv, counts = _realised(realiser, inputs, rows, unfiltered[rows], edited, attack.name)
+                events_changed = np.asarray([c["total"] for c in counts], dtype=float)
+                for key in ("inserted", "deleted", "flipped"):
+                    edits[key].append(np.asarray([c[key] for c in counts]))
+                edits["share"].append(np.asarray([c["total"] / max(1, c["events"]) for c in counts]))
             else:
                 adv = attack.perturb(victim, clean, part, budget, the_plan.domain, generator)
                 the_plan.domain.check(clean, adv, budget, who=attack.name)
                 events_changed = None
             predicted = victim.predict(adv)
             scored.append(adv.detach())
-            moved = distances(clean, adv)
+            moved = distances(clean, adv) if realiser is None else distances(unfiltered[rows], edited)
             success.append(part.success(predicted).cpu().numpy())
             robust.append((predicted == part.labels).cpu().numpy())
             l0.append(moved["l0"].cpu().numpy())
@@ -411,8 +446,9 @@ def _attack(classifier: Classifier, attack: EvasionAttack, surrogate: Surrogate,
             advance(len(rows), success=float(np.concatenate(success).mean()))
     seconds = time.perf_counter() - clock
     extra = {k: np.concatenate(v) for k, v in edits.items() if v}
+    queries = victim.queries + (crafter.queries if crafter is not None and crafter is not victim else 0)
     return Outcome(attack.name, "-" if attack.gradient_free else surrogate.label, budget, np.concatenate(success),
-                   np.concatenate(robust), np.concatenate(l0), np.concatenate(l1), seconds, victim.queries,
+                   np.concatenate(robust), np.concatenate(l0), np.concatenate(l1), seconds, queries,
                    extra=extra, mode=mode, adversarial=torch.cat(scored))
 
 
@@ -433,6 +469,22 @@ def _attack_events(attack: Any, victim: Victim, inputs: Inputs, rows: torch.Tens
         found = check_event_stream(adv, view.sensor_size, clean, limit, who=attack.name)
         counts.append({**found, "events": len(clean)})
     return view.batch(adv_streams, victim.device), counts
+
+
+def _realised(realiser: Any, inputs: Inputs, rows: torch.Tensor, clean: torch.Tensor, edited: torch.Tensor,
+              who: str) -> tuple[torch.Tensor, list[dict[str, int]]]:
+    """A frame attack's frames ``edited`` (of the unfiltered ``clean`` frames of ``rows``) realised as streams,
+    checked, and framed through the filter as scored; the edits of each stream."""
+    from snnsec.attacks.evasion.domains import check_event_stream
+
+    frames, counts = [], []
+    for i, before, after in zip(rows.tolist(), clean, edited):
+        stream = inputs.streams([i])[0]
+        made = realiser.stream(stream, before, after, inputs.rows[i])
+        counts.append({**check_event_stream(made, inputs.view.sensor_size, stream, None, who=who),
+                       "events": len(stream)})
+        frames.append(inputs.view.frames(made))
+    return torch.stack(frames).to(clean.device), counts
 
 
 def transfer_models(config: EvasionConfig, model: AttackConfig, workspace: Workspace) -> list[tuple[str, Classifier]]:

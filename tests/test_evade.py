@@ -192,5 +192,21 @@ def test_event_filter_runs_every_attack_static_and_adaptive(workspace):
     assert record.config["evasion"]["event_filter"]["filter"] == "mask"
     table = (workspace.out_dir / "evasion_results.md").read_text()
     assert "mask (static)" in table and "mask (adaptive)" in table
-    with pytest.raises(ConfigError, match="--filter acts on raw event streams"):
-        run_evasion(EvasionConfig(attack="pgd", event_filter="ba"), MODEL, workspace)
+    with pytest.raises(ConfigError, match="needs --slicing time"):
+        run_evasion(EvasionConfig(attack="pgd", event_filter="ba"), replace(MODEL, slicing="count"), workspace)
+
+
+def test_frame_attack_faces_an_event_filter_as_realised_events(workspace):
+    """PGD's flips become events in front of the background-activity filter; crafted through the filter (BPDA) it
+    is at least as strong as crafted without it, and every row reports the events it edited."""
+    record = run_evasion(EvasionConfig(attack="pgd", budgets=(8, 32), samples=20, event_filter="ba"), MODEL,
+                         workspace)
+    rows = rows_of(record)
+    modes = {(r["mode"], r["budget"]): r for r in rows}
+    assert {m for m, _ in modes} == {"static", "adaptive"}
+    for budget in (8, 32):
+        assert modes["adaptive", budget]["success_rate"] >= modes["static", budget]["success_rate"]
+    for r in rows:
+        assert r["l0_mean"] is None or r["l0_mean"] <= r["budget"]
+        assert r["events_mean"] is None or r["events_mean"] >= 1
+    assert "ba (adaptive)" in (workspace.out_dir / "evasion_results.md").read_text()

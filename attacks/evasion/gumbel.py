@@ -107,7 +107,7 @@ def cell_bounds(cells: int, pixels: int) -> tuple[np.ndarray, np.ndarray]:
 
 
 @dataclass
-class _Stream:
+class StreamGrid:
     """One clean stream and where its events sit in the slot grid."""
 
     events: np.ndarray
@@ -124,6 +124,28 @@ class _Stream:
         """Indices of the removable events of ``slot``."""
         keys = self.slot[self._by_slot]
         return self._by_slot[np.searchsorted(keys, slot, "left"):np.searchsorted(keys, slot, "right")]
+
+
+def stream_grid(events: np.ndarray, view: EventView, shape: tuple[int, ...]) -> StreamGrid:
+    """Where each event of ``events`` sits in the ``[T, P, H, W]`` slot grid of ``view``'s time slicing."""
+    frames, polarities, out_h, out_w = shape
+    width, height, _ = view.sensor_size
+    count = len(events)
+    if count == 0:
+        empty = np.zeros(frames, dtype=np.int64)
+        return StreamGrid(events, np.zeros(0, np.int64), np.zeros(0, bool), empty, empty)
+    t = events["t"].astype(np.int64)
+    t_lo, t_hi = bin_intervals(int(t.min()), int(t.max()), frames)
+    time_bin = np.searchsorted(t_hi, t, side="right")  # bin j: t_lo[j] <= t < t_hi[j]
+    x, y = events["x"].astype(np.int64), events["y"].astype(np.int64)
+    p = (events["p"].astype(np.int64) > 0).astype(np.int64) if polarities == 2 else np.zeros(count, np.int64)
+    inside = (x >= 0) & (x < width) & (y >= 0) & (y < height)
+    cx, cy = (x * out_w) // width, (y * out_h) // height
+    slot = np.where(inside, ((time_bin * polarities + p) * out_h + cy) * out_w + cx, -1)
+    removable = inside.copy()
+    removable[np.argmin(t)] = False  # the first and last timestamps fix the bin edges
+    removable[len(t) - 1 - np.argmax(t[::-1])] = False
+    return StreamGrid(events, slot, removable, t_lo, t_hi)
 
 
 @EVASIONS.register("gumbel")
@@ -241,29 +263,10 @@ class GumbelSoftmax(EventAttack):
 
     # ---- slot geometry ----------------------------------------------------------------------------
 
-    @staticmethod
-    def _grid(events: np.ndarray, view: EventView, shape: tuple[int, ...]) -> _Stream:
-        frames, polarities, out_h, out_w = shape
-        width, height, _ = view.sensor_size
-        count = len(events)
-        if count == 0:
-            empty = np.zeros(frames, dtype=np.int64)
-            return _Stream(events, np.zeros(0, np.int64), np.zeros(0, bool), empty, empty)
-        t = events["t"].astype(np.int64)
-        t_lo, t_hi = bin_intervals(int(t.min()), int(t.max()), frames)
-        time_bin = np.searchsorted(t_hi, t, side="right")  # bin j: t_lo[j] <= t < t_hi[j]
-        x, y = events["x"].astype(np.int64), events["y"].astype(np.int64)
-        p = (events["p"].astype(np.int64) > 0).astype(np.int64) if polarities == 2 else np.zeros(count, np.int64)
-        inside = (x >= 0) & (x < width) & (y >= 0) & (y < height)
-        cx, cy = (x * out_w) // width, (y * out_h) // height
-        slot = np.where(inside, ((time_bin * polarities + p) * out_h + cy) * out_w + cx, -1)
-        removable = inside.copy()
-        removable[np.argmin(t)] = False  # the first and last timestamps fix the bin edges
-        removable[len(t) - 1 - np.argmax(t[::-1])] = False
-        return _Stream(events, slot, removable, t_lo, t_hi)
+    _grid = staticmethod(stream_grid)
 
     @staticmethod
-    def _choices(grids: list[_Stream], base_counts: np.ndarray, shape, cell_ok: np.ndarray,
+    def _choices(grids: list[StreamGrid], base_counts: np.ndarray, shape, cell_ok: np.ndarray,
                  binary: bool) -> tuple[np.ndarray, np.ndarray]:
         """Per sample and slot: which of remove / keep / add are allowed ``[N, S, 3]``, and what removing costs
         ``[N, S]`` (events deleted)."""
@@ -293,7 +296,7 @@ class GumbelSoftmax(EventAttack):
 
     # ---- materialisation --------------------------------------------------------------------------
 
-    def _score(self, victim: Victim, view: EventView, goal: Goal, grids: list[_Stream], hard: np.ndarray,
+    def _score(self, victim: Victim, view: EventView, goal: Goal, grids: list[StreamGrid], hard: np.ndarray,
                confidence: np.ndarray, shape, binary: bool, rng: np.random.Generator, best: list[np.ndarray],
                best_edits: np.ndarray, best_margin: np.ndarray, done: np.ndarray,
                found: dict[int, tuple[np.ndarray, np.ndarray]]) -> None:
@@ -313,7 +316,7 @@ class GumbelSoftmax(EventAttack):
                 best[i], best_margin[i] = stream, margin[i]
 
     @staticmethod
-    def _reduce(victim: Victim, view: EventView, goal: Goal, grids: list[_Stream], shape, binary: bool,
+    def _reduce(victim: Victim, view: EventView, goal: Goal, grids: list[StreamGrid], shape, binary: bool,
                 rng: np.random.Generator, best: list[np.ndarray], best_edits: np.ndarray,
                 found: dict[int, tuple[np.ndarray, np.ndarray]]) -> None:
         """Per broken sample, binary-search the shortest run of its most confident edits that still succeeds
@@ -345,7 +348,7 @@ class GumbelSoftmax(EventAttack):
                     low[i] = middle[i] + 1
 
 
-def materialise(grid: _Stream, hard: np.ndarray, shape, sensor_size, binary: bool,
+def materialise(grid: StreamGrid, hard: np.ndarray, shape, sensor_size, binary: bool,
                 rng: np.random.Generator) -> tuple[np.ndarray, int]:
     """The stream ``grid.events`` with the hard choices ``hard`` (per slot, index 0 remove, 1 keep, 2 add)
     made real, and its number of edits (inserted + deleted + flipped, as ``check_event_stream`` counts them
