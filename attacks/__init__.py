@@ -3,6 +3,6 @@ from snnsec.attacks.base import POLARITIES, POSITIONS, TRIGGERS, Trigger, create
 from snnsec.attacks.poisoning import MODES, PoisonConfig
 
 # One line per trigger file: importing it registers the trigger.
-from snnsec.attacks import blended, dynamic, flashy, framed, moving, smart, static, strobing  # noqa: E402,F401
+from snnsec.attacks import band, blended, dynamic, flashy, framed, moving, smart, static, strobing  # noqa: E402,F401
 
 __all__ = ["MODES", "POLARITIES", "POSITIONS", "TRIGGERS", "PoisonConfig", "Trigger", "create_trigger"]

@@ -37,6 +37,8 @@ class Trigger(ABC):
     seed: int = 0  # fixes "random" positions; identical for the train and test sets
 
     name: ClassVar[str] = "trigger"
+    #: Frame layouts the trigger works on: 2 = images [T, P, H, W], 1 = channel strips [T, 1, 1, W] (audio).
+    dims: ClassVar[tuple[int, ...]] = (2,)
 
     def __post_init__(self) -> None:
         if not 0 < self.size <= 1:

@@ -46,6 +46,7 @@ class BlendedTrigger(Trigger):
     mode: str = "auto"
 
     name: ClassVar[str] = "blended"
+    dims: ClassVar[tuple[int, ...]] = (1, 2)  # a whole-frame pattern: a strip as well as an image
 
     def __post_init__(self) -> None:
         super().__post_init__()

@@ -45,6 +45,9 @@ fractions of T, the whole sensor or, with ``area="patch"``, the patch). With ``r
 the frame-level trigger applied to the clean frames, pixel for pixel (tested; removal's kept end
 events aside).
 
+The band triggers for 1-D spike streams (``band``, ``moving-band``: a band of audio channels, bins that
+follow the ``window`` slicing) are registered here too, from :mod:`snnsec.attacks.band`.
+
 The dataset wrappers at the end frame injected samples on the fly and read every other sample from
 the clean frame cache, so poisoning stays a lazy view like :mod:`snnsec.attacks.poisoning`.
 """
@@ -100,6 +103,8 @@ class EventInjector(ABC):
     sync: bool = True  # all trigger pixels fire at the same instant per stratum (an LED blinking)
 
     name: ClassVar[str] = "event-trigger"
+    #: Frame layouts the injector works on (see :attr:`snnsec.attacks.base.Trigger.dims`).
+    dims: ClassVar[tuple[int, ...]] = (2,)
 
     def __post_init__(self) -> None:
         if not 0 < self.size <= 1:
@@ -301,6 +306,7 @@ class FlashyInjector(EventInjector):
     area: str = "sensor"
 
     name: ClassVar[str] = "flashy"
+    dims: ClassVar[tuple[int, ...]] = (1, 2)
 
     def __post_init__(self) -> None:
         super().__post_init__()
@@ -334,7 +340,7 @@ def frame_pair(events: np.ndarray, sensor_size: tuple[int, int, int], injector: 
     _check_bins(injector, framing)
 
     def framed(ev: np.ndarray) -> Tensor:
-        counts = events_to_frames(ev, sensor_size, framing.frames, framing.slicing, framing.size)
+        counts = events_to_frames(ev, sensor_size, framing.frames, framing.slicing, framing.size, framing.bin_us)
         return torch.from_numpy(encode(counts, framing.encoding))
 
     return framed(events), framed(injector.inject(events, sensor_size))
@@ -379,7 +385,7 @@ class EventPoisonedFrames(Dataset):
             return self._cache[index]
         events, _ = self.raw[int(self.base.rows[index])]
         counts = events_to_frames(self.injector.inject(events, self.sensor_size), self.sensor_size,
-                                  self.framing.frames, self.framing.slicing, self.framing.size)
+                                  self.framing.frames, self.framing.slicing, self.framing.size, self.framing.bin_us)
         if self._cache is not None:
             self._cache[index] = counts
         return counts

@@ -30,6 +30,7 @@ class FlashyTrigger(Trigger):
     length: int | float = 0.125
 
     name: ClassVar[str] = "flashy"
+    dims: ClassVar[tuple[int, ...]] = (1, 2)  # the whole frame flashes: a strip as well as an image
 
     def __post_init__(self) -> None:
         super().__post_init__()

@@ -15,6 +15,9 @@ def patch_side(size: float, height: int, width: int) -> int:
     is 12 px), forced to 1 px when that is 0; never larger than the frame."""
     side = max(1, int(size * width))
     if side > min(height, width):
+        if height == 1:
+            raise ConfigError(f"a {side}px square patch does not fit in 1-D (audio) frames 1x{width}; use a band "
+                              "trigger (band, moving-band), or flashy or blended")
         raise ConfigError(f"trigger of {side}px does not fit in {height}x{width} frames; use a smaller size")
     return side
 

@@ -100,9 +100,17 @@ class Defense(ABC):
     name: ClassVar[str] = "defense"
     family: ClassVar[str] = ""
     summary: ClassVar[str] = ""
+    #: Why the defense needs a spiking model (it reads neurons, membrane potentials or firing over time);
+    #: empty: it applies to ANN baselines too. See :meth:`check_model`.
+    spiking_only: ClassVar[str] = ""
 
     def params(self) -> dict[str, Any]:
         return {"defense": self.name, **asdict(self)}
+
+    def check_model(self, model: str, spiking: bool) -> None:
+        """Refuse, in one line, a model this defense cannot apply to (an ANN, for a spiking-only defense)."""
+        if self.spiking_only and not spiking:
+            raise ConfigError(f"defense {self.name!r} does not apply to ANN model {model!r}: {self.spiking_only}")
 
     @abstractmethod
     def defend(self, ctx: DefenseContext, truth: GroundTruth) -> DefenseResult:

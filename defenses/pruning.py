@@ -1,7 +1,10 @@
 """Pruning (Liu et al., Fine-Pruning, RAID 2018): silence the channels of one spiking layer that are
 least active on clean data, where backdoor neurons hide. As in the paper, the default layer is the last
 convolutional one: the last spiking layer whose output keeps spatial axes ``[T, B, C, H, W]`` (a spiking
-FC layer has no dormant neurons to speak of). A channel is the axis after (time, batch)."""
+FC layer has no dormant neurons to speak of). A channel is the axis after (time, batch). In a model without spiking
+layers (the zoo's ANN baselines) "auto" falls back to the feature layer ``[T', B, C]``: for resnet18 and xformer
+the pooled channels of the last conv layer (silencing one silences that conv channel, Fine-Pruning's original
+target), for the ViT the pooled token's features."""
 from __future__ import annotations
 
 from dataclasses import dataclass

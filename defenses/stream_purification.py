@@ -58,7 +58,8 @@ class PurifiedEvents(Dataset):
         if self.injector is not None:
             events = self.injector.inject(events, self.sensor_size)
         kept = self.purify(events)
-        counts = events_to_frames(kept, self.sensor_size, self.framing.frames, self.framing.slicing, self.framing.size)
+        counts = events_to_frames(kept, self.sensor_size, self.framing.frames, self.framing.slicing, self.framing.size,
+                                  self.framing.bin_us)
         removed = 1.0 - len(kept) / max(len(events), 1)
         return torch.from_numpy(encode(counts, self.framing.encoding)), int(self.labels[index]), removed
 

@@ -37,6 +37,8 @@ class TemporalMembranePotential(ModelInspector):
 
     name: ClassVar[str] = "tmpbd"
     summary: ClassVar[str] = "data-free: per-class maximum margin of the output membrane potential over time"
+    spiking_only: ClassVar[str] = ("it reads the output layer's membrane potential over time steps, and an ANN's "
+                                   "logits have no time axis")
 
     def __post_init__(self) -> None:
         super().__post_init__()

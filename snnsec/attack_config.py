@@ -82,12 +82,14 @@ DEFAULT_LR = 2e-3
 
 #: Smallest framed side: SSIM's 7x7 window (Wang et al. 2004; scikit-image's default) needs
 #: frames of at least 7x7 (at 4 or 6 pixels the stealth metric fails after both models were trained).
+#: On 1-D (audio) data SSIM runs over the time x channel image: T and the channel count must reach it.
 MIN_FRAME_SIZE = 7
 
 #: Trigger parameters set by top-level attack options, never through ``--trigger-opt``.
 TOP_LEVEL_TRIGGER_OPTIONS = {"size": "--trigger-size", "position": "--position", "polarity": "--polarity",
                              "value": "--trigger-value", "seed": "--seed", "bins": "--frames",
-                             "events_per_pixel_per_bin": "--trigger-value"}
+                             "events_per_pixel_per_bin": "--trigger-value", "bin_us": "--slicing",
+                             "resolution": "--size"}
 
 
 @dataclass(frozen=True)
@@ -124,22 +126,28 @@ def resolve_attack(config: AttackConfig) -> ResolvedAttack:
     MODELS.get(config.model)
     TRIGGERS.get(config.trigger)
     frames = config.frames if config.frames is not None else spec.default_frames
+    size = config.size if config.size is not None else spec.default_size
     width, height, polarities = spec.info.sensor_size
-    if config.size is not None and not MIN_FRAME_SIZE <= config.size <= max(width, height):
-        raise ConfigError(f"--size must be in [{MIN_FRAME_SIZE}, {max(width, height)}] pixels for {config.dataset} "
-                          f"({width}x{height} sensor; SSIM's 7x7 window needs 7), got {config.size}")
+    if size is not None and not MIN_FRAME_SIZE <= size <= max(width, height):
+        unit = "channels" if height == 1 else "pixels"
+        raise ConfigError(f"--size must be in [{MIN_FRAME_SIZE}, {max(width, height)}] {unit} for {config.dataset} "
+                          f"({width}x{height} sensor; SSIM's 7x7 window needs 7), got {size}")
+    if height == 1 and frames < MIN_FRAME_SIZE:
+        raise ConfigError(f"--frames must be >= {MIN_FRAME_SIZE} for {config.dataset} (1-D data: stealth's SSIM runs "
+                          f"over the time x channel image with a 7x7 window), got {frames}")
     value = config.trigger_value
     if value is None and config.encoding == "binary":
         value = 1.0
-    config = replace(config, frames=frames, trigger_value=value)
+    config = replace(config, frames=frames, size=size, trigger_value=value)
     framing = framing_of(config)
-    side = (height, width) if config.size is None else (config.size, config.size)
+    side = (height, width) if size is None else ((1, size) if height == 1 else (size, size))
     input_spec = InputSpec(frames, polarities, *side, spec.info.num_classes)
     model = _model_parts(config, input_spec)
     poison = poison_of(config)
     poison.check_classes(spec.info.num_classes)
     if config.injection not in INJECTIONS:
         raise ConfigError(f"injection must be one of {', '.join(INJECTIONS)}; got {config.injection!r}")
+    _check_trigger_layout(config, height)
     _check_trigger_options(config)
     trigger = make_trigger(config if value is not None else replace(config, trigger_value=1.0))
     return ResolvedAttack(config, framing, poison, input_spec, trigger=trigger, **model)
@@ -154,8 +162,9 @@ def _model_parts(config: AttackConfig, input_spec: InputSpec) -> dict[str, Any]:
 
 
 def framing_of(config: AttackConfig) -> FramingConfig:
-    """How a resolved ``config`` turns events into frames."""
-    size = None if config.size is None else (config.size, config.size)
+    """How a resolved ``config`` turns events into frames (``size`` is the channel count on 1-D sensors)."""
+    one_d = DATASETS.get(config.dataset).info.sensor_size[1] == 1
+    size = None if config.size is None else ((1, config.size) if one_d else (config.size, config.size))
     return FramingConfig(frames=config.frames, slicing=config.slicing, size=size, encoding=config.encoding)
 
 
@@ -176,13 +185,36 @@ def make_trigger(config: AttackConfig) -> Trigger | EventInjector:
     """The (unfitted) trigger of a resolved ``config`` with a trigger value: painted on frames, or for
     ``injection="event"`` its event-level version adding ``trigger_value`` events per pixel and time bin."""
     if config.injection == "event":
+        own = {f.name for f in fields(EVENT_TRIGGERS.get(config.trigger))}
+        framing = framing_of(config)
+        extra = {"bin_us": framing.bin_us if framing.slicing == "window" else None,  # bins as the framing cuts them
+                 "resolution": None if framing.size is None else framing.size[1]}  # the band's framed channels
         return create_injector(config.trigger, size=config.trigger_size, position=config.position,
                                polarity=config.polarity, seed=config.seed, bins=config.frames,
                                events_per_pixel_per_bin=max(1, round(config.trigger_value)),
-                               **dict(config.trigger_options))
+                               **{k: v for k, v in extra.items() if k in own}, **dict(config.trigger_options))
     return create_trigger(config.trigger, size=config.trigger_size, position=config.position,
                           polarity=config.polarity, value=config.trigger_value, seed=config.seed,
                           **dict(config.trigger_options))
+
+
+def _check_trigger_layout(config: AttackConfig, height: int) -> None:
+    """One line when the trigger cannot act on the dataset's frames: 2-D patch triggers on 1-D (audio) strips
+    and the other way round, or an event trigger whose time bins cannot follow the ``window`` slicing."""
+    triggers = EVENT_TRIGGERS if config.injection == "event" else TRIGGERS
+    dims = 1 if height == 1 else 2
+    level = "event-level " if config.injection == "event" else ""
+    if dims not in triggers.get(config.trigger).dims:
+        usable = [n for n in triggers.names() if dims in triggers.get(n).dims]
+        kind = "1-D (audio) frames [T, 1, 1, W]" if dims == 1 else "2-D frames [T, P, H, W]"
+        raise ConfigError(f"{level}trigger {config.trigger!r} does not work on {config.dataset}'s {kind}; use one "
+                          f"of: {', '.join(usable)}")
+    if config.injection == "event" and config.slicing == "window" and not any(
+            f.name == "bin_us" for f in fields(triggers.get(config.trigger))):
+        usable = [n for n in triggers.names() if any(f.name == "bin_us" for f in fields(triggers.get(n)))]
+        raise ConfigError(f"event-level trigger {config.trigger!r} spreads its events over each sample's duration, "
+                          f"not over the window slicing's fixed bins; use --slicing time or one of: "
+                          f"{', '.join(usable)}")
 
 
 def _check_trigger_options(config: AttackConfig) -> None:

@@ -161,7 +161,7 @@ def _load_frames(config: AttackConfig, framing: FramingConfig, workspace: Worksp
         arrays = frame_dataset(events, split, framing, workspace.cache_dir)
         sets.append((FrameDataset(arrays.counts, arrays.labels, partial(encode, encoding=framing.encoding)), events))
         keys[split] = events.cache_key
-    return sets[0], sets[1], {"dataset": config.dataset, "events": keys, "framing": asdict(framing)}
+    return sets[0], sets[1], {"dataset": config.dataset, "events": keys, "framing": framing.identity()}
 
 
 def _high_count(train_set: FrameDataset, samples: int = 256, seed: int = 0) -> float:

@@ -46,26 +46,34 @@ def _options(*decorators):
 
 
 DATA_OPTIONS = _options(
-    click.option("--dataset", default="digits-dvs", show_default=True, help="Dataset (see `snnsec list datasets`)."),
+    click.option("--dataset", default=None,
+                 help="Dataset (see `snnsec list datasets`) [default: the --model's dataset, else digits-dvs]."),
     click.option("--data-dir", type=click.Path(file_okay=False, path_type=Path), default=None,
                  envvar="SNNSEC_DATA_DIR", help="Folder holding real datasets [env: SNNSEC_DATA_DIR]."),
     click.option("--frames", "-T", type=int, default=None, help="Time bins T (default: the dataset's)."),
-    click.option("--slicing", type=click.Choice(["time", "count", "sj-number", "sj-time"]), default="time",
-                 show_default=True,
-                 help="Equal time windows, equal event counts per bin, or spikingjelly's split_by='number' / "
-                      "'time' (Sneaky Spikes' framing: sj-number; the last frame takes the remainder)."),
-    click.option("--size", type=int, default=None, help="Resize frames to SIZE x SIZE (default: sensor size)."),
-    click.option("--encoding", type=click.Choice(["binary", "counts"]), default="binary", show_default=True),
+    click.option("--slicing", type=click.Choice(["time", "count", "sj-number", "sj-time", "window"]), default=None,
+                 help="Equal time windows, equal event counts per bin, spikingjelly's split_by='number' / "
+                      "'time' (Sneaky Spikes' framing: sj-number; the last frame takes the remainder), or fixed "
+                      "10 ms bins from t=0 (SNN-delays' audio binning) [default: the dataset's: time, audio window]."),
+    click.option("--size", type=int, default=None,
+                 help="Resize frames to SIZE x SIZE; on 1-D (audio) data, to SIZE channels (default: the dataset's, "
+                      "else the sensor size)."),
+    click.option("--encoding", type=click.Choice(["binary", "counts"]), default=None,
+                 help="[default: the dataset's: binary, audio counts]"),
     click.option("--cache-dir", type=click.Path(file_okay=False, path_type=Path), default=None,
                  help="Frame and model cache [env: SNNSEC_CACHE_DIR; default ~/.cache/snnsec]."),
 )
 
 TRIGGER_OPTIONS = _options(
-    click.option("--trigger", default="static", show_default=True, help="Trigger (see `snnsec list attacks`)."),
+    click.option("--trigger", default=None,
+                 help="Trigger (see `snnsec list attacks`) [default: the dataset's: static, audio band]."),
     click.option("--trigger-size", type=float, default=0.1, show_default=True,
                  help="Trigger side as a fraction of the frame width, in (0, 1]."),
-    click.option("--position", type=click.Choice(["top-left", "top-right", "bottom-left", "bottom-right", "middle", "random"]),
-                 default="bottom-right", show_default=True, help="Trigger position; random is fixed by --seed."),
+    click.option("--position", type=click.Choice(["top-left", "top-right", "bottom-left", "bottom-right", "middle",
+                                                  "random", "low", "high"]),
+                 default="bottom-right", show_default=True,
+                 help="Trigger position; random is fixed by --seed. Band triggers (audio): low, middle, high (the "
+                      "2-D names by their column: *-left low, *-right high)."),
     click.option("--polarity", type=click.IntRange(0, 3), default=1, show_default=True,
                  help="0: both channels off, 1: ON events, 2: OFF events, 3: both."),
     click.option("--trigger-value", type=float, default=None,
@@ -108,16 +116,34 @@ def _check_writable(folder: Path, option: str) -> None:
         raise click.BadParameter(f"cannot write to {folder}: {err.strerror or err}", param_hint=option) from None
 
 
+def _fill_defaults(options: dict) -> None:
+    """Fill the options left out from each other: --dataset from the --model's entry (digits-dvs when neither is
+    given), then --model, --slicing, --encoding and --trigger from the dataset's entry."""
+    from snnsec.datasets import DATASETS
+    from snnsec.zoo import MODELS
+
+    if options.get("dataset") is None:
+        model = options.get("model")
+        options["dataset"] = MODELS.get(model).default_dataset if model is not None else "digits-dvs"
+    spec = DATASETS.get(options["dataset"])
+    for name, default in (("model", spec.default_model), ("slicing", spec.default_slicing),
+                          ("encoding", spec.default_encoding), ("trigger", spec.default_trigger)):
+        if options.get(name) is None:
+            options[name] = default
+
+
 def _attack_config(options: dict):
     from snnsec.attack_config import AttackConfig
 
+    _fill_defaults(options)
     options["trigger_options"] = _parse_options(options["trigger_options"])
     config_fields = {f.name for f in fields(AttackConfig)}
     return AttackConfig(**{k: v for k, v in options.items() if k in config_fields})
 
 
 ATTACK_OPTIONS = _options(
-    click.option("--model", default="spiking-cnn", show_default=True, help="Zoo model (see `snnsec list models`)."),
+    click.option("--model", default=None,
+                 help="Zoo model (see `snnsec list models`) [default: the dataset's, spiking-cnn for DVS data]."),
     click.option("--model-config", default=None, help="Named model configuration (default: chosen for the data)."),
     TRIGGER_OPTIONS,
     DATA_OPTIONS,
@@ -258,7 +284,8 @@ def report(out: Path) -> None:
 
 
 @cli.command()
-@click.option("--model", default="spiking-cnn", show_default=True, help="Zoo model (see `snnsec list models`).")
+@click.option("--model", default=None,
+              help="Zoo model (see `snnsec list models`) [default: the dataset's, spiking-cnn for DVS data].")
 @click.option("--model-config", default=None, help="Named model configuration (default: chosen for the data).")
 @click.option("--attack", "attack_name", default="pgd", show_default=True,
               help="Evasion attack (see `snnsec list evasions`).")
@@ -282,8 +309,8 @@ def report(out: Path) -> None:
 @click.option("--defense-opt", "defense_options", multiple=True, metavar="KEY=VALUE",
               help="Adversarial training option (repeatable): budget, steps, ratio, surrogate.")
 @click.option("--filter", "event_filter", default=None, type=click.Choice(["ba", "mask", "purify"]),
-              help="An event filter in front of the model (event attacks): background activity, mask filter or "
-                   "stream purification (tonic Denoise/RefractoryPeriod); "
+              help="An event filter in front of the model (a frame attack's edits are made real as events first): "
+                   "background activity, mask filter or stream purification (tonic Denoise/RefractoryPeriod); "
                    "every attack then runs static (crafted without it) and adaptive (through it).")
 @click.option("--filter-opt", "filter_options", multiple=True, metavar="KEY=VALUE",
               help="Event filter option (repeatable): ba: s, time_us, reference_bounds; mask: threshold, bin_us; "

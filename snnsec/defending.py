@@ -21,6 +21,7 @@ from snnsec.model_cache import backdoored_model, model_path
 from snnsec.plots import plot_defenses
 from snnsec.progress import log
 from snnsec.records import Column, RunRecord, append_record, config_hash, load_records, write_tables
+from snnsec.zoo import MODELS
 
 
 @dataclass(frozen=True)
@@ -108,6 +109,7 @@ def run_defense(config: DefenseConfig, attack: AttackConfig, workspace: Workspac
     workspace = workspace or Workspace()
     started = datetime.now(timezone.utc)
     defense = create_defense(config.defense, **dict(config.options))  # bad parameters fail before any work
+    defense.check_model(attack.model, MODELS.get(attack.model).spiking)  # e.g. TMPBD on an ANN: before any work
     request_id = config_hash(asdict(attack))
     setup = prepare_attack(attack, workspace)
     # A reserve larger than the clean rows fails here, before any model is trained.

@@ -73,6 +73,7 @@ from math import prod
 from typing import Any
 
 import torch
+from DCLS.construct.modules import _DclsNd
 from spikingjelly.activation_based.neuron import BaseNode
 from torch import Tensor, nn
 
@@ -84,6 +85,8 @@ E_MAC_PJ = 4.6
 E_AC_PJ = 0.9
 
 SYNAPTIC_TYPES: tuple[type[nn.Module], ...] = (nn.Conv1d, nn.Conv2d, nn.Conv3d, nn.Linear)
+#: Learnable-delay convolutions (the ``dcls`` package's Dcls1d, used by ``delay-snn``): synaptic, priced by taps.
+DELAY_TYPES: tuple[type[nn.Module], ...] = (_DclsNd,)
 
 FIRST_LAYER_RULES = ("by-input", "mac")
 ATTENTION_ORDERS = ("computed", "kv-first")
@@ -256,6 +259,8 @@ class _ProductTally:
 def _fan_in(module: nn.Module) -> int:
     if isinstance(module, nn.Linear):
         return module.in_features
+    if isinstance(module, DELAY_TYPES):  # one tap per kernel and synapse, whatever the dilated kernel's length
+        return (module.in_channels // module.groups) * module.kernel_count
     return (module.in_channels // module.groups) * prod(module.kernel_size)  # type: ignore[union-attr]
 
 
@@ -299,6 +304,18 @@ def measure_energy(
 
         return hook
 
+    def on_delays(name: str) -> Callable[..., None]:
+        def hook(module: nn.Module, args: tuple[Any, ...], _output: Tensor) -> None:
+            # A learnable-delay layer (DCLS) on time-padded input [B, C_in, L]: each synapse holds kernel_count
+            # delayed taps, so a sample's step costs C_out x C_in x kernel_count; the rate is over the T real steps.
+            x, steps = args[0], shapes[-1][0]
+            tally = tallies.setdefault(name, _Tally(type(module).__name__))
+            tally.add_input(x)
+            tally.numel -= x.numel() // x.shape[-1] * (x.shape[-1] - steps)
+            tally.dense_macs += x.shape[0] * steps * module.out_channels * _fan_in(module)
+
+        return hook
+
     def on_product(name: str) -> Callable[..., None]:
         def hook(module: ActivationProduct, args: tuple[Any, ...], output: Tensor) -> None:
             tally = tallies.setdefault(name, _ProductTally("MatMul" if module.op == "matmul" else "Mul"))
@@ -324,7 +341,9 @@ def measure_energy(
     handles.append(net.register_forward_pre_hook(on_net_input))
     spiking = False
     for name, module in net.named_modules():
-        if isinstance(module, SYNAPTIC_TYPES):
+        if isinstance(module, DELAY_TYPES):
+            handles.append(module.register_forward_hook(on_delays(name)))
+        elif isinstance(module, SYNAPTIC_TYPES):
             handles.append(module.register_forward_hook(on_synapse(name)))
         elif isinstance(module, ActivationProduct):
             handles.append(module.register_forward_hook(on_product(name)))

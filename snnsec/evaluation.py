@@ -29,6 +29,7 @@ def attack_metrics(clean: Classifier, backdoored: Classifier, setup: AttackSetup
         "asr_clean_model": accuracy(clean, triggered_test),
         **stealth.to_dict(),
         **_energy_totals(energy["backdoored_model"]),
+        **_frame_pruning(backdoored, test_set, convention),
         "energy_convention": convention.name,
         "energy_detail": {name: report.to_dict() for name, report in energy.items()},
         "poisoned_samples": int(len(setup.poisoned_train.indices)),
@@ -46,6 +47,21 @@ def _energy(classifier: Classifier, test_set: FrameDataset, samples: int = 64,
 
 
 def _energy_totals(report: EnergyReport) -> dict[str, float]:
-    """Per-sample totals of the backdoored model, for the tables."""
+    """Per-sample totals of the backdoored model, for the tables. A network without spiking neurons (an ANN
+    baseline) is priced as MACs only, with no firing rate."""
+    spiking = bool(report.neurons)
     return {"energy_mj": report.energy_mj, "sops": report.sops, "ann_macs": float(report.ann_macs),
-            "ann_energy_mj": report.ann_energy_mj, "firing_rate": report.mean_firing_rate}
+            "ann_energy_mj": report.ann_energy_mj, "firing_rate": report.mean_firing_rate if spiking else None,
+            "energy_priced_as": "AC+MAC" if spiking else "MAC"}
+
+
+def _frame_pruning(classifier: Classifier, test_set: FrameDataset, convention: EnergyConvention,
+                   samples: int = 64) -> dict[str, float]:
+    """For a model that prunes frames at inference (``razor-snn``): the share of frames pruned (mean over its
+    razors) and its energy with every frame kept, on the energy sample; other models: nothing."""
+    from snnsec.zoo.razor_snn import RazorSNN, energy_saving
+
+    if not isinstance(classifier.net, RazorSNN):
+        return {}
+    saving = energy_saving(classifier, _sample_frames(test_set, samples).to(classifier.device), convention.name)
+    return {"frames_pruned": saving.pruned_share["overall"], "energy_unpruned_mj": saving.energy_full_mj}

@@ -66,7 +66,12 @@ ATTACK_COLUMNS = [
     # The energy convention (snnsec.energy.CONVENTIONS); records made before conventions were selectable were
     # counted as the default, "measured", is (the default kept their run ids).
     Column("E. conv.", "metrics.energy_convention", default=DEFAULT_CONVENTION),
+    # "MAC" for an ANN baseline (every layer multiplies: no SOPs, no firing rate); SNN records made before this
+    # column were priced "AC+MAC" (spike-driven layers as AC, real-valued inputs as MAC).
+    Column("Priced", "metrics.energy_priced_as", default="AC+MAC"),
     Column("Fire rate", "metrics.firing_rate"),
+    # Frames pruned at inference (razor-snn; its Energy is with pruning, "metrics.energy_unpruned_mj" without).
+    Column("Pruned (%)", "metrics.frames_pruned", percent=True),
     Column("Run", "run_id"),
 ]
 

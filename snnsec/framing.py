@@ -17,6 +17,13 @@ Slicings (``SLICINGS``; ``N`` events, ``T`` frames, timestamps ``t``):
   ``t_0``/``t_last`` are the smallest/largest timestamps (spikingjelly reads the first/last event:
   the same on time-sorted streams). Where spikingjelly raises (a window without events, or
   ``dT = 0``), here the window is simply empty (``dT = 0``: every event in the last frame).
+* ``window``: fixed-duration bins of ``bin_us`` microseconds from ``t = 0`` (not from the sample's first
+  event): event ``t`` in bin ``floor(t / bin_us)``; bins ``>= T`` are dropped (truncation) and a short
+  sample leaves its last bins empty (padding). This is how SNN-delays (Hammouamri et al. 2023) bins
+  SHD/SSC: 10 ms steps (``bin_us=10_000``, the default), the 700 channels summed in groups of 5
+  (``size=(1, 140)``: the resize ``x * 140 // 700``). The reference pads each batch to its longest
+  sample; a fixed T (default 100 = 1 s for the audio sets) keeps every sample the same shape.
+  Events with ``t < 0`` are dropped too.
 
 These read spikingjelly's definitions; they do not import spikingjelly's dataset module (it imports
 torchvision). Loaded datasets only yield events on their sensor; should a caller pass events outside
@@ -38,8 +45,13 @@ from snnsec.errors import ConfigError
 from snnsec.progress import progress_bar
 
 FRAMING_VERSION = "1"
-SLICINGS = ("time", "count", "sj-number", "sj-time")
+SLICINGS = ("time", "count", "sj-number", "sj-time", "window")
 ENCODINGS = ("binary", "counts")
+DEFAULT_BIN_US = 10_000  # the ``window`` slicing's bin: 10 ms, as SNN-delays bins SHD/SSC
+
+#: Fields added after frame caches and run ids were first hashed, with their defaults: identities leave a
+#: field out while it holds its default (as :data:`snnsec.training.LATER_FIELDS`), so older configs keep theirs.
+LATER_FIELDS = {"bin_us": DEFAULT_BIN_US}
 
 
 @dataclass(frozen=True)
@@ -47,15 +59,17 @@ class FramingConfig:
     """How events become frames.
 
     ``slicing="time"`` cuts each sample's duration into ``frames`` equal windows; ``"count"`` cuts its
-    events into ``frames`` bins of equal event count. ``size`` resizes (H, W) by summing events
-    that land in the same output pixel (None keeps the sensor size). ``encoding`` is applied on read:
-    ``counts`` keeps event counts, ``binary`` marks pixels with at least one event.
+    events into ``frames`` bins of equal event count; ``"window"`` takes ``frames`` fixed bins of ``bin_us``
+    microseconds from t = 0 (``bin_us`` is an option of that slicing only). ``size`` resizes (H, W) by
+    summing events that land in the same output pixel (None keeps the sensor size). ``encoding`` is
+    applied on read: ``counts`` keeps event counts, ``binary`` marks pixels with at least one event.
     """
 
     frames: int
     slicing: str = "time"
     size: tuple[int, int] | None = None
     encoding: str = "binary"
+    bin_us: int = DEFAULT_BIN_US  # bin width of the "window" slicing (microseconds)
 
     def __post_init__(self) -> None:
         if not isinstance(self.frames, int) or not 1 <= self.frames <= 1024:
@@ -66,10 +80,18 @@ class FramingConfig:
             raise ConfigError(f"encoding must be one of {ENCODINGS}, got {self.encoding!r}")
         if self.size is not None and (len(self.size) != 2 or min(self.size) < 1):
             raise ConfigError(f"size must be (height, width) with both >= 1, got {self.size!r}")
+        if isinstance(self.bin_us, bool) or not isinstance(self.bin_us, int) or not 1 <= self.bin_us <= 10**9:
+            raise ConfigError(f"bin_us must be an integer number of microseconds in [1, 1e9], got {self.bin_us!r}")
+        if self.bin_us != DEFAULT_BIN_US and self.slicing != "window":
+            raise ConfigError(f"bin_us is an option of the 'window' slicing, not of {self.slicing!r}")
+
+    def identity(self) -> dict:
+        """All fields, except :data:`LATER_FIELDS` holding their defaults (older configs hash as before)."""
+        return {k: v for k, v in asdict(self).items() if k not in LATER_FIELDS or v != LATER_FIELDS[k]}
 
     def cache_fields(self) -> dict:
-        """What determines the cached integer frames (everything but the encoding)."""
-        fields = asdict(self)
+        """What determines the cached integer frames (the identity but the encoding)."""
+        fields = self.identity()
         fields.pop("encoding")
         return fields
 
@@ -80,20 +102,24 @@ def events_to_frames(
     frames: int,
     slicing: str = "time",
     size: tuple[int, int] | None = None,
+    bin_us: int = DEFAULT_BIN_US,
 ) -> np.ndarray:
     """Integrate structured events (fields x, y, t, p) into int16 counts ``[T, P, H, W]`` (slicings: see
-    the module docstring); events outside the sensor count for the slicing, then are dropped."""
+    the module docstring; ``bin_us`` is the ``window`` slicing's bin); events outside the sensor count for
+    the slicing, then are dropped (so are events outside the ``window`` slicing's T bins)."""
     width, height, polarities = sensor_size
     out_h, out_w = size if size is not None else (height, width)
     result_shape = (frames, polarities, out_h, out_w)
     n = len(events)
     if n == 0:
         return np.zeros(result_shape, dtype=np.int16)
-    time_bin = _time_bins(events, frames, slicing)
+    time_bin = _time_bins(events, frames, slicing, bin_us)
     x = events["x"].astype(np.int64)
     y = events["y"].astype(np.int64)
     p = (events["p"].astype(np.int64) > 0).astype(np.int64) if polarities == 2 else np.zeros(n, np.int64)
     inside = (x >= 0) & (x < width) & (y >= 0) & (y < height)
+    if slicing == "window":
+        inside &= (time_bin >= 0) & (time_bin < frames)
     if not inside.all():
         time_bin, x, y, p = time_bin[inside], x[inside], y[inside], p[inside]
     if (out_h, out_w) != (height, width):
@@ -104,9 +130,12 @@ def events_to_frames(
     return np.minimum(counts, np.iinfo(np.int16).max).astype(np.int16).reshape(result_shape)
 
 
-def _time_bins(events: np.ndarray, frames: int, slicing: str) -> np.ndarray:
-    """The frame index of every event under ``slicing`` (int64, in ``[0, frames)``)."""
+def _time_bins(events: np.ndarray, frames: int, slicing: str, bin_us: int = DEFAULT_BIN_US) -> np.ndarray:
+    """The frame index of every event under ``slicing`` (int64, in ``[0, frames)``; ``window``: any bin,
+    the caller drops those outside ``[0, frames)``)."""
     n = len(events)
+    if slicing == "window":
+        return events["t"].astype(np.int64) // int(bin_us)
     if slicing in ("time", "sj-time"):
         t = events["t"].astype(np.int64)
         t0, t_last = int(t.min()), int(t.max())
@@ -163,7 +192,7 @@ def frame_dataset(dataset: EventDataset, split: str, config: FramingConfig, cach
             for i in range(len(dataset)):
                 events, label = dataset[i]
                 counts[i] = events_to_frames(events, dataset.info.sensor_size, config.frames, config.slicing,
-                                             config.size)
+                                             config.size, config.bin_us)
                 labels[i] = int(label)
                 advance()
         counts.flush()

@@ -19,12 +19,22 @@ class Stealth:
 
 
 def frame_ssim(clean: np.ndarray, triggered: np.ndarray) -> float:
-    """Mean SSIM over the 2-D frames of ``[T, P, H, W]`` arrays (window 7, data range of the pair)."""
+    """Mean SSIM over the 2-D frames of ``[T, P, H, W]`` arrays (window 7, data range of the pair).
+
+    1-D (audio) frames ``[T, P, 1, W]`` have no 2-D frame per time bin: SSIM then runs over the time x
+    channel image ``[T, W]`` of each polarity (a spectrogram-like picture; the 7x7 window spans 7 time
+    bins and 7 channels), averaged over polarities.
+    """
     t, p, h, w = clean.shape
-    a = clean.reshape(t * p, h, w).transpose(1, 2, 0)
-    b = triggered.reshape(t * p, h, w).transpose(1, 2, 0)
+    if h == 1:
+        a, b = clean[:, :, 0, :].transpose(0, 2, 1), triggered[:, :, 0, :].transpose(0, 2, 1)  # [T, W, P]
+        h, w = t, w
+    else:
+        a = clean.reshape(t * p, h, w).transpose(1, 2, 0)
+        b = triggered.reshape(t * p, h, w).transpose(1, 2, 0)
     data_range = max(float(a.max()), float(b.max()), 1.0)
-    win = min(7, h, w) | 1  # odd, no larger than the frame
+    win = min(7, h, w)
+    win -= 1 - win % 2  # odd, no larger than the image
     return float(structural_similarity(a, b, data_range=data_range, channel_axis=2, win_size=win))
 
 

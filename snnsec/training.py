@@ -17,6 +17,10 @@ Two options, off by default, serve models whose registry entry declares a traini
   running statistics' initial values (mean 0, variance 1): the Spike-driven Transformer's N(0, 0.02) conv init
   gives pre-BN variances near 2e-3, after 52 steps at momentum 0.1 the running variance is still 3.4x too
   large (0.9^52 = 4e-3 of the initial 1 remains), and in eval mode the neurons behind it go nearly silent.
+
+A model may also define the optional methods of :class:`snnsec.zoo.base.TrainingHooks`: its own optimizer
+groups (one optimizer and schedule each, e.g. delay positions at 100x the weights' lr), a call after every
+optimizer step and one after every epoch. Models that define none of them train exactly as before.
 """
 from __future__ import annotations
 
@@ -38,7 +42,7 @@ from snnsec.errors import ConfigError
 from snnsec.progress import progress_bar
 
 if TYPE_CHECKING:
-    from snnsec.zoo.base import TrainRecipe
+    from snnsec.zoo.base import OptimizerGroup, TrainRecipe
 
 OPTIMIZERS = ("adamw", "adam", "sgd")
 SCHEDULES = ("cosine", "constant")
@@ -160,15 +164,12 @@ def train(classifier: Classifier, dataset: Dataset, config: TrainConfig, label: 
     device = classifier.device
     shuffle = torch.Generator().manual_seed(config.seed)
     loader = DataLoader(dataset, batch_size=config.batch_size, shuffle=True, drop_last=False, generator=shuffle)
-    params = [p for p in classifier.net.parameters() if p.requires_grad]
-    optimizer = make_optimizer(config, params)
-    scheduler = _schedule(optimizer, config.epochs * len(loader), config.warmup_steps, config.schedule)
+    optimization = Optimization(classifier.net, config, len(loader))
     history: list[float] = []
     saved = load_training_state(checkpoint) if checkpoint is not None else None
     if saved is not None:
         classifier.net.load_state_dict(saved["model"])
-        optimizer.load_state_dict(saved["optimizer"])
-        scheduler.load_state_dict(saved["scheduler"])
+        optimization.load_state_dict(saved)
         shuffle.set_state(saved["shuffle_rng"])
         torch.set_rng_state(saved["torch_rng"])
         history = list(saved["history"])
@@ -182,14 +183,14 @@ def train(classifier: Classifier, dataset: Dataset, config: TrainConfig, label: 
             for batch in loader:
                 batch = [part.to(device, non_blocking=True) for part in batch]
                 loss, samples = step.loss(classifier, batch, epoch)
-                optimizer.zero_grad(set_to_none=True)
+                optimization.zero_grad()
                 loss.backward()
-                optimizer.step()
-                scheduler.step()
+                optimization.step()
                 total += loss.item() * samples
                 count += samples
                 advance(epoch=epoch + 1, loss=total / count)
             history.append(total / count)
+            optimization.end_epoch(epoch)
             extra = step.end_epoch(epoch)
             if extra:
                 advance(0, epoch=epoch + 1, loss=total / count, **extra)
@@ -197,15 +198,105 @@ def train(classifier: Classifier, dataset: Dataset, config: TrainConfig, label: 
                 break  # before saving: a run killed here redoes this epoch and stops again
             if checkpoint is not None and epoch + 1 < config.epochs:
                 save_training_state(checkpoint, {
-                    "model": classifier.net.state_dict(), "optimizer": optimizer.state_dict(),
-                    "scheduler": scheduler.state_dict(), "shuffle_rng": shuffle.get_state(),
-                    "torch_rng": torch.get_rng_state(), "history": history, "step": step.state_dict()})
+                    "model": classifier.net.state_dict(), **optimization.state_dict(),
+                    "shuffle_rng": shuffle.get_state(), "torch_rng": torch.get_rng_state(), "history": history,
+                    "step": step.state_dict()})
     if config.bn_recalibration_batches:
         recalibrate_batchnorm(classifier, loader, config.bn_recalibration_batches, step.inputs)
     classifier.net.eval()
     if checkpoint is not None:
         checkpoint.unlink(missing_ok=True)
     return history
+
+
+class Optimization:
+    """The optimizers and lr schedules of one run, and the model's training hooks.
+
+    By default: the config's one optimizer over all trainable parameters and its schedule, stepped per batch
+    (checkpoint keys ``optimizer`` and ``scheduler``, as ever). A model defining ``optimizer_groups``
+    (:class:`snnsec.zoo.base.TrainingHooks`) gets one optimizer and schedule per group instead (keys
+    ``optimizers`` and ``schedulers``, by group name). ``after_step`` / ``end_epoch`` of the model are called
+    where it defines them.
+    """
+
+    def __init__(self, net: nn.Module, config: TrainConfig, steps_per_epoch: int) -> None:
+        params = [p for p in net.parameters() if p.requires_grad]
+        groups_of = getattr(net, "optimizer_groups", None)
+        self._after_step = getattr(net, "after_step", None)
+        self._end_epoch = getattr(net, "end_epoch", None)
+        self.epochs = config.epochs
+        self.grouped = groups_of is not None
+        self.per_epoch: set[str] = set()
+        if not self.grouped:
+            optimizer = make_optimizer(config, params)
+            self.optimizers = {"": optimizer}
+            self.schedulers = {"": _schedule(optimizer, config.epochs * steps_per_epoch, config.warmup_steps,
+                                             config.schedule)}
+            return
+        groups: list[OptimizerGroup] = list(groups_of(config))
+        _check_groups(groups, params)
+        self.optimizers, self.schedulers = {}, {}
+        for group in groups:
+            optimizer = make_optimizer(
+                replace(config, optimizer=group.optimizer, lr=group.lr, weight_decay=group.weight_decay),
+                list(group.params))
+            steps = config.epochs if group.per_epoch else config.epochs * steps_per_epoch
+            if group.schedule == "one-cycle":
+                scheduler: torch.optim.lr_scheduler.LRScheduler = torch.optim.lr_scheduler.OneCycleLR(
+                    optimizer, max_lr=group.max_lr, total_steps=steps)
+            else:
+                scheduler = _schedule(optimizer, steps, 0, group.schedule)
+            self.optimizers[group.name], self.schedulers[group.name] = optimizer, scheduler
+            if group.per_epoch:
+                self.per_epoch.add(group.name)
+
+    def zero_grad(self) -> None:
+        for optimizer in self.optimizers.values():
+            optimizer.zero_grad(set_to_none=True)
+
+    def step(self) -> None:
+        """Every optimizer steps, then the per-batch schedules, then the model's ``after_step``."""
+        for optimizer in self.optimizers.values():
+            optimizer.step()
+        for name, scheduler in self.schedulers.items():
+            if name not in self.per_epoch:
+                scheduler.step()
+        if self._after_step is not None:
+            self._after_step()
+
+    def end_epoch(self, epoch: int) -> None:
+        """The per-epoch schedules step, then the model's ``end_epoch(epoch, epochs)``."""
+        for name in self.per_epoch:
+            self.schedulers[name].step()
+        if self._end_epoch is not None:
+            self._end_epoch(epoch, self.epochs)
+
+    def state_dict(self) -> dict[str, Any]:
+        if not self.grouped:
+            return {"optimizer": self.optimizers[""].state_dict(), "scheduler": self.schedulers[""].state_dict()}
+        return {"optimizers": {k: o.state_dict() for k, o in self.optimizers.items()},
+                "schedulers": {k: s.state_dict() for k, s in self.schedulers.items()}}
+
+    def load_state_dict(self, saved: dict[str, Any]) -> None:
+        """Restore from a checkpoint holding :meth:`state_dict`'s keys."""
+        if not self.grouped:
+            self.optimizers[""].load_state_dict(saved["optimizer"])
+            self.schedulers[""].load_state_dict(saved["scheduler"])
+            return
+        for name, optimizer in self.optimizers.items():
+            optimizer.load_state_dict(saved["optimizers"][name])
+            self.schedulers[name].load_state_dict(saved["schedulers"][name])
+
+
+def _check_groups(groups: Sequence[OptimizerGroup], params: Sequence[Tensor]) -> None:
+    """Each trainable parameter in exactly one group, group names unique: else one-line ConfigError."""
+    names = [g.name for g in groups]
+    if len(set(names)) != len(names) or "" in names:
+        raise ConfigError(f"optimizer group names must be unique and non-empty, got {names}")
+    seen = [id(p) for g in groups for p in g.params]
+    if len(seen) != len(set(seen)) or set(seen) != {id(p) for p in params}:
+        raise ConfigError(f"optimizer groups {names} must hold every trainable parameter exactly once "
+                          f"({len(seen)} listed, {len(set(seen))} distinct, {len(params)} trainable)")
 
 
 def make_optimizer(config: TrainConfig, params: Sequence[Tensor]) -> torch.optim.Optimizer:

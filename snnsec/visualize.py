@@ -144,8 +144,11 @@ def save_trigger_gif(clean, triggered, path_gif: str | Path, fps: float = 4.0, v
 
 def save_trigger_views(clean, triggered, out_dir: str | Path, name: str = "trigger", title: str = "",
                        fps: float = 4.0) -> dict[str, Path]:
-    """Both pictures of one sample: ``<out_dir>/<name>.png`` and ``<out_dir>/<name>.gif``."""
+    """Both pictures of one sample: ``<out_dir>/<name>.png`` and ``<out_dir>/<name>.gif``. 1-D (audio) frames
+    ``[T, P, 1, W]`` are shown as one time x channel image (rows: time bins, top first; columns: channels)."""
     out = Path(out_dir)
+    if _as_array(clean).shape[2] == 1:
+        clean, triggered = (np.transpose(_as_array(x), (2, 1, 0, 3)) for x in (clean, triggered))  # [1, P, T, W]
     return {"png": save_trigger_grid(clean, triggered, out / f"{name}.png", title),
             "gif": save_trigger_gif(clean, triggered, out / f"{name}.gif", fps)}
 

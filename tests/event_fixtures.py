@@ -18,6 +18,12 @@ Formats (checked against tonic's readers, see tests/test_tonic_datasets.py):
   length and a size-prefixed ``EventPacket`` flatbuffer (file identifier ``EVTS``, a vector of 16-byte
   ``Event`` structs ``t:int64, x:int16, y:int16, on:bool``). :func:`write_aedat4` writes it uncompressed
   with a small hand-made flatbuffer layout, no dependency.
+* SHD / SSC ``.h5`` (the Heidelberg spiking data sets, read by tonic's ``HSD.__getitem__``): one HDF5 file
+  per split, ``spikes/times`` (variable-length float arrays, seconds), ``spikes/units`` (variable-length
+  uint16 arrays, channel 0..699), ``labels`` (uint16), ``extra/keys`` (class names, bytes) and
+  ``extra/speaker`` (uint16 per sample), which tonic reads on construction; plus the empty
+  ``<name>.h5.zip`` placeholder tonic's own existence check wants. tonic turns times into
+  ``int(times * 1e6)`` µs (float64, truncated), ``x`` = unit, ``p`` = 1.
 """
 from __future__ import annotations
 
@@ -285,4 +291,63 @@ def make_cifar10dvs(
             ev["t"] += 1_600_000_000_000_000  # AEDAT4 timestamps are absolute µs; tonic keeps them
             write_aedat4(path, ev)
             out.append(Sample(path, ev, CIFAR10_DVS_CLASSES.index(name)))
+    return out
+
+
+# --------------------------------------------------------------------------------------------------
+# SHD / SSC (HDF5)
+
+
+def write_hsd_h5(path: Path, times: Sequence[np.ndarray], units: Sequence[np.ndarray], labels: Sequence[int],
+                 keys: Sequence[str], speakers: Sequence[int] | None = None,
+                 time_dtype: type = np.float32) -> None:
+    """One SHD/SSC split file: per sample spike ``times`` (seconds) and ``units`` (channels), its label,
+    the class ``keys`` and speaker ids, in the layout tonic's HSD reader expects; also writes the empty
+    ``.h5.zip`` placeholder beside it."""
+    import h5py
+
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with h5py.File(path, "w") as f:
+        spikes = f.create_group("spikes")
+        t = spikes.create_dataset("times", (len(times),), dtype=h5py.vlen_dtype(np.dtype(time_dtype)))
+        u = spikes.create_dataset("units", (len(units),), dtype=h5py.vlen_dtype(np.dtype(np.uint16)))
+        for i, (ti, ui) in enumerate(zip(times, units, strict=True)):
+            t[i] = np.asarray(ti, dtype=time_dtype)
+            u[i] = np.asarray(ui, dtype=np.uint16)
+        f.create_dataset("labels", data=np.asarray(labels, dtype=np.uint16))
+        extra = f.create_group("extra")
+        extra.create_dataset("keys", data=np.array([k.encode() for k in keys]))
+        speakers = np.zeros(len(labels), dtype=np.uint16) if speakers is None else speakers
+        extra.create_dataset("speaker", data=np.asarray(speakers, dtype=np.uint16))
+    Path(f"{path}.zip").touch()
+
+
+def make_hsd(data_dir: Path, dataset: str = "shd", per_split: dict[str, int] | None = None,
+             n_events: int = 60, duration_s: float = 1.4, seed: int = 5,
+             time_dtype: type = np.float32) -> list[Sample]:
+    """``SHD/shd_<split>.h5`` (or ``SSC/ssc_<split>.h5``) with ``per_split[split]`` samples of random
+    spikes on 700 channels over ``duration_s`` seconds (some past 1 s, to be truncated by 100 x 10 ms
+    bins), labels cycling over the classes; returns the expected events (fields x, y=0, t in µs, p=1)."""
+    from snnsec.datasets.tonic_sets import SHD_CLASSES, SSC_CLASSES
+
+    classes = SHD_CLASSES if dataset == "shd" else SSC_CLASSES
+    folder = "SHD" if dataset == "shd" else "SSC"
+    per_split = per_split or {"train": 24, "test": 12}
+    rng = np.random.default_rng(seed)
+    out = []
+    for split, count in per_split.items():
+        times, units, labels = [], [], []
+        for i in range(count):
+            ti = np.sort(rng.uniform(0, duration_s, n_events)).astype(time_dtype)
+            ui = rng.integers(0, 700, n_events).astype(np.uint16)
+            times.append(ti)
+            units.append(ui)
+            labels.append(i % len(classes))
+        path = data_dir / folder / f"{dataset}_{split}.h5"
+        write_hsd_h5(path, times, units, labels, classes, speakers=[i % 3 for i in range(count)],
+                     time_dtype=time_dtype)
+        for ti, ui, label in zip(times, units, labels, strict=True):
+            ev = np.zeros(len(ti), dtype=EVENTS)
+            ev["x"], ev["t"], ev["p"] = ui, (ti.astype(np.float64) * 1e6).astype(np.int64), 1
+            out.append(Sample(path, ev, label, split))
     return out

@@ -404,3 +404,18 @@ def test_attack_tables_name_the_energy_convention_also_for_records_made_before_i
     old = flatten({"metrics": {"energy_mj": 0.1}})
     new = flatten({"metrics": {"energy_mj": 0.1, "energy_convention": "papers"}})
     assert cell(old, column) == "measured" and cell(new, column) == "papers"
+
+
+def test_delay_layers_cost_one_accumulate_per_spike_tap_and_target():
+    """A DCLS delay layer (delay-snn) on time-padded input: a spike reaches each output neuron through
+    kernel_count taps, so its SOPs are (input spikes) x C_out x kernel_count, whatever the padding or the
+    dilated kernel's length."""
+    spec = InputSpec(frames=12, channels=1, height=1, width=140, num_classes=20)
+    net = create_model("delay-snn", spec, "tiny").eval()
+    x = (torch.rand(3, 12, 1, 1, 140) < 0.1).float()
+    report = measure_energy(net, lambda: Classifier(net).predict(x))
+    first = report.layers[0]
+    conv = next(m for m in net.modules() if type(m).__name__ == "DelayConv")
+    assert first.binary_input and first.priced_as == "AC"
+    assert first.macs == conv.out_channels * 140 * conv.kernel_count
+    assert first.sops == pytest.approx(float(x.sum()) / 3 * conv.out_channels * conv.kernel_count)

@@ -291,7 +291,7 @@ def test_patch_too_large_and_bad_events():
 
 
 def test_registry_and_create_injector():
-    assert EVENT_TRIGGERS.names() == ["flashy", "moving", "static"]
+    assert EVENT_TRIGGERS.names() == ["band", "flashy", "moving", "moving-band", "static"]
     assert create_injector("moving", size=0.2, path="paper") == MovingInjector(size=0.2, path="paper")
     with pytest.raises(ConfigError, match="speed"):
         create_injector("static", speed=2)

@@ -2,8 +2,9 @@
 
 Every zoo model takes frames ``[T, B, C, H, W]`` (spikingjelly's multi-step layout) and returns
 per-step logits ``[T', B, K]`` (``T' = T`` for SNNs, ``1`` for ANN baselines that read all bins at
-once). Only :class:`snnsec.classifier.Classifier` calls models; it resets SNN state and averages
-logits over the first axis. Every model the zoo builds remembers its :class:`InputSpec` (``net.input_spec``)
+once and for SNNs whose reference loss reduces time itself, e.g. delay-snn's ``sum_t softmax``).
+Only :class:`snnsec.classifier.Classifier` calls models; it resets SNN state and averages logits over the
+first axis. Every model the zoo builds remembers its :class:`InputSpec` (``net.input_spec``)
 and rejects, in one line, frames whose T, polarity channels, size or dtype do not match it.
 """
 from __future__ import annotations
@@ -11,12 +12,15 @@ from __future__ import annotations
 import functools
 from collections.abc import Callable, Mapping
 from dataclasses import asdict, dataclass, field, fields, replace
-from typing import Any
+from typing import TYPE_CHECKING, Any, Protocol
 
 from torch import Tensor, nn
 
 from snnsec.errors import ConfigError, UnknownNameError
 from snnsec.registry import Registry
+
+if TYPE_CHECKING:
+    from snnsec.training import TrainConfig
 
 
 @dataclass(frozen=True)
@@ -100,6 +104,60 @@ class TrainRecipe:
             raise ConfigError(f"recipe weight decay, warm-up and BN batches must be >= 0, got {self}")
 
 
+#: Schedules an :class:`OptimizerGroup` may ask for (``snnsec.training`` builds them).
+GROUP_SCHEDULES = ("cosine", "constant", "one-cycle")
+
+
+@dataclass(frozen=True, eq=False)  # holds tensors: compared by identity
+class OptimizerGroup:
+    """Parameters that get their own optimizer and learning-rate schedule (see :class:`TrainingHooks`).
+
+    ``optimizer`` is one of ``snnsec.training.OPTIMIZERS``. ``schedule``: ``"cosine"`` (decay to 0,
+    ``CosineAnnealingLR``), ``"constant"``, or ``"one-cycle"`` (``torch.optim.lr_scheduler.OneCycleLR`` with peak
+    ``max_lr`` and its defaults: it starts at ``max_lr / 25``, whatever ``lr`` says, and cycles Adam's beta1).
+    ``per_epoch``: the schedule steps once per epoch over ``epochs`` steps instead of once per batch.
+    """
+
+    name: str
+    params: tuple[Tensor, ...]
+    lr: float
+    weight_decay: float = 0.0
+    optimizer: str = "adam"
+    schedule: str = "cosine"
+    max_lr: float | None = None  # one-cycle only
+    per_epoch: bool = False
+
+    def __post_init__(self) -> None:
+        if not self.lr > 0 or self.weight_decay < 0:
+            raise ConfigError(f"optimizer group {self.name!r} needs lr > 0 and weight decay >= 0, got lr {self.lr}, "
+                              f"weight decay {self.weight_decay}")
+        if self.schedule not in GROUP_SCHEDULES:
+            raise ConfigError(f"optimizer group {self.name!r}: schedule must be one of {GROUP_SCHEDULES}, "
+                              f"got {self.schedule!r}")
+        if (self.schedule == "one-cycle") != (self.max_lr is not None):
+            raise ConfigError(f"optimizer group {self.name!r}: max_lr is set exactly for the one-cycle schedule")
+
+
+class TrainingHooks(Protocol):
+    """Optional methods of a zoo model that :func:`snnsec.training.train` calls where the model defines them
+    (a model defines any subset; models without them train as before, bit for bit):
+
+    - ``optimizer_groups(config)``: the model's parameters split into :class:`OptimizerGroup` s, one optimizer
+      and one schedule each, in place of the config's single optimizer and schedule (the groups may read the
+      config's ``lr`` and ``weight_decay``). Every trainable parameter must be in exactly one group. All
+      optimizers and schedules are saved in, and restored from, the resume checkpoint.
+    - ``after_step()``: called after every optimizer step (e.g. clamping parameters into their range).
+    - ``end_epoch(epoch, epochs)``: called after each epoch (``epoch`` counts from 0, ``epochs`` is the run's
+      total), after the per-epoch schedules step (e.g. annealing a kernel width).
+    """
+
+    def optimizer_groups(self, config: TrainConfig) -> list[OptimizerGroup]: ...
+
+    def after_step(self) -> None: ...
+
+    def end_epoch(self, epoch: int, epochs: int) -> None: ...
+
+
 @dataclass(frozen=True)
 class ModelEntry:
     """A registry entry: named configurations and a builder.
@@ -123,6 +181,8 @@ class ModelEntry:
     config_inputs: Mapping[str, InputSpec] = field(default_factory=dict)
     #: Training recipes by config name, for configs that need one (see :class:`TrainRecipe`); others: none.
     recipes: Mapping[str, TrainRecipe] = field(default_factory=dict)
+    #: The dataset the command line picks when --dataset is omitted and this model is named (not an identity).
+    default_dataset: str = "digits-dvs"
 
     def __post_init__(self) -> None:
         unknown = sorted(set(self.recipes) - set(self.configs))

@@ -41,7 +41,7 @@ class EventView:
     def frames(self, events: np.ndarray) -> Tensor:
         """Float frames ``[T, P, H, W]`` of one stream, as the model is shown them."""
         counts = events_to_frames(self.filtered(events), self.sensor_size, self.framing.frames, self.framing.slicing,
-                                  self.framing.size)
+                                  self.framing.size, self.framing.bin_us)
         return torch.from_numpy(np.asarray(encode(counts, self.framing.encoding), dtype=np.float32))
 
     def batch(self, streams: Sequence[np.ndarray], device: torch.device | str = "cpu") -> Tensor:

@@ -2,7 +2,7 @@
 # Adds to reports/evasion/ the raw-event attacks (DVS-Attacks' query attacks, Gumbel-softmax), event filters
 # (static and adaptive), a universal patch and transfer, on digits-dvs against the spiking CNN (small) and
 # Spikingformer (tiny). Sample counts are cut (50 / 30 / 20) to fit about 45 CPU-minutes on two lanes.
-# Run after benchmarks/sweeps/evasion.sh: it reuses the cached models. `lane` runs one half (a or b).
+# Run after benchmarks/sweeps/evasion.sh: it reuses the cached models. `lane` runs one part (a, b, c or d).
 set -euo pipefail
 cd "$(dirname "$0")/../.."
 snnsec=".venv/bin/snnsec"
@@ -31,4 +31,16 @@ if [[ $lane == b || $lane == all ]]; then
     # Spikingformer (tiny): raw-event attacks on 20 samples.
     $snnsec evade --model spikingformer --attack gumbel --samples 20 --budget 400 --budget 1600 "${out[@]}"
     $snnsec evade --model spikingformer --attack dash --samples 20 --budget 1600 --budget 6400 "${out[@]}"
+fi
+if [[ $lane == c || $lane == all ]]; then
+    # Frame attacks behind the background-activity filter: flips made real as events, static and adaptive (BPDA).
+    $snnsec evade --model spiking-cnn --attack pgd --filter ba --budget 50 --budget 200 --samples 30 "${out[@]}"
+    $snnsec evade --model spiking-cnn --attack sda --filter ba --budget 200 --budget 800 --samples 20 "${out[@]}"
+fi
+if [[ $lane == d || $lane == all ]]; then
+    # Transfer between the spiking CNN and an ANN baseline (ResNet-18, small) on the same frames, both ways.
+    $snnsec evade --model spiking-cnn --attack pgd --budget 50 --budget 200 --samples 50 \
+        --transfer-to resnet18:small "${out[@]}"
+    $snnsec evade --model resnet18 --model-config small --attack pgd --budget 50 --budget 200 --samples 50 \
+        --transfer-to spiking-cnn:small "${out[@]}"
 fi

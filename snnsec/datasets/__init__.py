@@ -5,4 +5,5 @@ __all__ = ["DATASETS", "EVENT_DTYPE", "DatasetInfo", "DatasetSpec", "EventDatase
 
 # One line per dataset file: importing it registers the dataset.
 from snnsec.datasets import digits_dvs  # noqa: E402,F401
+from snnsec.datasets import spoken_digits  # noqa: E402,F401
 from snnsec.datasets import tonic_sets  # noqa: E402,F401

@@ -54,6 +54,9 @@ DatasetLoader = Callable[[str, "Path | None"], EventDataset]
 class DatasetSpec:
     """A registry entry: the dataset's facts and how to load a split.
 
+    The ``default_*`` fields are what the command line fills in for options left out; they are never part
+    of a run's identity (the filled-in config is).
+
     ``load`` is wrapped on construction so that every split it returns is a :class:`CheckedDataset`:
     each sample a loader yields (embedded, tonic-backed or a plugin's) is validated in that one place.
     The loader as given stays reachable as ``load.__wrapped__``.
@@ -63,7 +66,11 @@ class DatasetSpec:
     load: DatasetLoader
     needs_data_dir: bool  # False for data embedded in the toolkit
     default_frames: int = 16  # default number of time bins T
-    default_size: int | None = None  # default framed height/width after resizing, None = sensor size
+    default_size: int | None = None  # default framed height/width after resizing (1-D sensors: channels), None = sensor
+    default_model: str = "spiking-cnn"  # the zoo model the CLI picks when --model is omitted
+    default_slicing: str = "time"  # the framing the CLI picks when --slicing is omitted
+    default_encoding: str = "binary"  # the encoding the CLI picks when --encoding is omitted
+    default_trigger: str = "static"  # the trigger the CLI picks when --trigger is omitted
 
     def __post_init__(self) -> None:
         if getattr(self.load, "_snnsec_checked", False):

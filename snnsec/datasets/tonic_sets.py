@@ -1,6 +1,7 @@
 """The real neuromorphic datasets, read from disk by tonic: DVS128 Gesture, CIFAR10-DVS, N-MNIST, N-Caltech101.
 
-Registered names: ``dvs128``, ``cifar10-dvs``, ``nmnist``, ``ncaltech101`` (all ``needs_data_dir=True``).
+Registered names: ``dvs128``, ``cifar10-dvs``, ``nmnist``, ``ncaltech101``, and the spiking-audio sets
+``shd`` and ``ssc`` (all ``needs_data_dir=True``).
 
 **Where the data comes from.** The data directory is the ``--data-dir DIR`` option, or else the
 ``SNNSEC_DATA_DIR`` environment variable. Under it each dataset lives in the folder tonic uses (tonic's
@@ -45,6 +46,19 @@ Dataset-specific notes (tonic 1.7.0):
   ``t: uint64, x: uint16, y: uint16, p: bool`` (the field title ``p`` that aedat leaves on the
   polarity field is dropped). Timestamps are kept as recorded (tonic does not shift them to 0).
 * N-MNIST: 40-bit ``.bin`` events; label = the digit folder.
+* SHD / SSC (Cramer et al. 2020, the Heidelberg spiking data sets): one HDF5 file per split,
+  ``SHD/shd_{train,test}.h5`` and ``SSC/ssc_{train,valid,test}.h5`` (``spikes/times``: per sample a
+  float array of spike times in seconds, ``spikes/units``: the channel of each spike in 0..699,
+  ``labels``, ``extra/keys``, ``extra/speaker``). tonic's ``SHD``/``SSC`` readers give events
+  ``t`` (``int(seconds * 1e6)``, truncated), ``x`` (the channel) and ``p = 1``; a ``y = 0`` field is
+  added (fields ``x, y, t, p``, tonic's int64 widths) so that every sample lies on the (700, 1, 1) sensor
+  like any event stream. Splits: SHD's official train/test; SSC's train and test, its ``valid`` file is
+  not read (the benchmarks train on train and score on test; the file may be absent). Labels are the
+  files' ``labels``; SHD's 20 classes are English then German digits, SSC's 35 the Speech Commands
+  words in the files' (alphabetical) key order. tonic's check also wants the ``.h5.zip`` archive beside
+  each ``.h5``; snnsec only needs the ``.h5``. Defaults: T = 100 bins of 10 ms (``window`` slicing,
+  1 s, longer samples truncated, shorter ones padded with empty bins) over 140 channels (the 700
+  summed in groups of 5), count encoding, as SNN-delays bins them (see :mod:`snnsec.framing`).
 * N-Caltech101: 40-bit ``.bin`` events; tonic subtracts each sample's minimum ``x`` and ``y``. tonic
   declares no sensor size (recordings differ); we use (240, 180, 2) and drop any event outside it (the
   published recordings lie inside it, so this is a guard). tonic walks the whole ``NCALTECH101/``
@@ -79,6 +93,7 @@ from snnsec.errors import ConfigError, DataError, DataNotFoundError, SnnsecError
 
 __all__ = [
     "DATA_DIR_ENV",
+    "HsdEventDataset",
     "LAYOUTS",
     "NCALTECH101_CLASSES",
     "TRAIN_FRACTION",
@@ -88,6 +103,8 @@ __all__ = [
     "load_ncaltech101",
     "load_ncaltech101_crop",
     "load_nmnist",
+    "load_shd",
+    "load_ssc",
     "resolve_data_dir",
     "stratified_split",
 ]
@@ -259,7 +276,38 @@ _NCALTECH101 = _Source(
     },
 )
 
-_SOURCES = {s.name: s for s in (_DVS_GESTURE, _CIFAR10_DVS, _NMNIST, _NCALTECH101)}
+_HSD_OBTAIN = (
+    "Get the {title} from https://zenkelab.org/resources/spiking-heidelberg-datasets-shd/: {files} from "
+    "https://zenkelab.org/datasets/; unzip them into <data-dir>/{folder}/ (snnsec reads only the .h5 files; "
+    "tonic's own check also wants the .h5.zip archives beside them)."
+)
+
+_SHD = _Source(
+    name="shd",
+    title="Spiking Heidelberg Digits (SHD)",
+    tonic_class="SHD",
+    suffix=".h5",
+    layout=("<data-dir>/SHD/shd_train.h5   (train)", "<data-dir>/SHD/shd_test.h5    (test)"),
+    obtain=_HSD_OBTAIN.format(title="Spiking Heidelberg Digits", files="shd_train.h5.zip and shd_test.h5.zip",
+                              folder="SHD"),
+    official_split=True,
+    urls={"base_url": "https://zenkelab.org/datasets/"},
+)
+
+_SSC = _Source(
+    name="ssc",
+    title="Spiking Speech Commands (SSC)",
+    tonic_class="SSC",
+    suffix=".h5",
+    layout=("<data-dir>/SSC/ssc_train.h5   (train)", "<data-dir>/SSC/ssc_test.h5    (test)",
+            "<data-dir>/SSC/ssc_valid.h5   (not read; may be absent)"),
+    obtain=_HSD_OBTAIN.format(title="Spiking Speech Commands", files="ssc_train.h5.zip and ssc_test.h5.zip",
+                              folder="SSC"),
+    official_split=True,
+    urls={"base_url": "https://zenkelab.org/datasets/"},
+)
+
+_SOURCES = {s.name: s for s in (_DVS_GESTURE, _CIFAR10_DVS, _NMNIST, _NCALTECH101, _SHD, _SSC)}
 
 #: Expected on-disk layout of each registered dataset, relative to the data directory.
 LAYOUTS: dict[str, tuple[str, ...]] = {s.name: s.layout for s in _SOURCES.values()}
@@ -305,10 +353,14 @@ class _LocalOnly:
 
     def _check_exists(self) -> bool:
         root = self._snnsec_sample_root()
+        if self._snnsec_source.suffix == ".h5":  # SHD/SSC: one file per split, named by tonic
+            return Path(self.location_on_system, self.data_filename).is_file()
         return root.is_dir() and next(root.rglob(f"*{self._snnsec_source.suffix}"), None) is not None
 
     def download(self) -> None:
         root = self._snnsec_sample_root()
+        if self._snnsec_source.suffix == ".h5":
+            raise DataNotFoundError(self._snnsec_source.missing_message(f"no {self.data_filename} in {root}"))
         raise DataNotFoundError(
             self._snnsec_source.missing_message(f"no {self._snnsec_source.suffix} files under {root}")
         )
@@ -628,3 +680,117 @@ DATASETS.add(
     "ncaltech101-crop",
     DatasetSpec(info=NCALTECH101_CROP_INFO, load=load_ncaltech101_crop, needs_data_dir=True, default_frames=10),
 )
+
+
+# --------------------------------------------------------------------------------------------------
+# spiking audio: SHD and SSC (one HDF5 file per split)
+
+
+SHD_CLASSES = (
+    *(f"english {w}" for w in ("zero", "one", "two", "three", "four", "five", "six", "seven", "eight", "nine")),
+    *(f"german {w}" for w in ("null", "eins", "zwei", "drei", "vier", "fuenf", "sechs", "sieben", "acht", "neun")),
+)
+SSC_CLASSES = (
+    "backward", "bed", "bird", "cat", "dog", "down", "eight", "five", "follow", "forward", "four", "go", "happy",
+    "house", "learn", "left", "marvin", "nine", "no", "off", "on", "one", "right", "seven", "sheila", "six", "stop",
+    "three", "tree", "two", "up", "visual", "wow", "yes", "zero",
+)
+#: SHD/SSC channels: 700 cochlear channels, one row, one polarity (tonic's (width, height, polarities)).
+HSD_SENSOR_SIZE = (700, 1, 1)
+#: The audio sets' defaults: 100 bins of 10 ms (1 s), channels summed by 5 (700 -> 140), as SNN-delays.
+HSD_FRAMES, HSD_CHANNELS = 100, 140
+
+SHD_INFO = DatasetInfo(
+    name="shd",
+    sensor_size=HSD_SENSOR_SIZE,
+    classes=SHD_CLASSES,
+    description="Spiking Heidelberg Digits: spoken digits 0-9 in English and German (12 speakers), "
+    "700-channel cochlea-model spikes (Cramer et al. 2020).",
+)
+SSC_INFO = DatasetInfo(
+    name="ssc",
+    sensor_size=HSD_SENSOR_SIZE,
+    classes=SSC_CLASSES,
+    description="Spiking Speech Commands: Google Speech Commands v0.2 (35 words), 700-channel cochlea-model "
+    "spikes (Cramer et al. 2020); train and test files.",
+)
+
+
+class HsdEventDataset:
+    """One split of SHD or SSC: ``dataset[i] -> (events, label)`` read by tonic's ``SHD``/``SSC`` reader.
+
+    ``events`` has fields ``x`` (channel), ``y`` (0), ``t`` (µs), ``p`` (1, as tonic gives it), int64.
+    ``path`` is the split's ``.h5`` file, ``labels`` every sample's label (read once, without the spikes).
+    """
+
+    def __init__(self, info: DatasetInfo, split: str, root: Path, tonic_dataset: Any) -> None:
+        import h5py
+
+        self.info, self.split, self.root, self.tonic_dataset = info, split, root, tonic_dataset
+        self.path = Path(tonic_dataset.location_on_system, tonic_dataset.data_filename)
+        with h5py.File(self.path, "r") as f:
+            labels = np.asarray(f["labels"][()])
+            n_times, n_units = len(f["spikes/times"]), len(f["spikes/units"])
+        if not len(labels) == n_times == n_units:
+            raise DataError(f"{self.path} is inconsistent: {len(labels)} labels, {n_times} spike-time and "
+                            f"{n_units} spike-unit arrays; replace the file")
+        self.labels = tuple(int(label) for label in labels)
+        self.cache_key = _cache_key(info.name, split, root, [self.path])
+
+    def __len__(self) -> int:
+        return len(self.labels)
+
+    def __getitem__(self, index: int) -> tuple[np.ndarray, int]:
+        index = operator.index(index)
+        events, _ = self.tonic_dataset[index]
+        return with_row(events), self.labels[index]
+
+    def __repr__(self) -> str:
+        return f"HsdEventDataset({self.info.name!r}, split={self.split!r}, n={len(self)}, path={str(self.path)!r})"
+
+
+#: SHD/SSC events as served: tonic's fields and widths plus ``y``.
+HSD_EVENT_DTYPE = np.dtype([("x", "<i8"), ("y", "<i8"), ("t", "<i8"), ("p", "<i8")])
+
+
+def with_row(events: np.ndarray) -> np.ndarray:
+    """tonic's 1-D audio events (fields t, x, p) as x, y (= 0), t, p events on a (W, 1, 1) sensor."""
+    out = np.zeros(len(events), dtype=HSD_EVENT_DTYPE)
+    for name in ("x", "t", "p"):
+        out[name] = events[name]
+    return out
+
+
+def _open_hsd(src: _Source, info: DatasetInfo, split: str, data_dir: str | os.PathLike[str] | None) -> HsdEventDataset:
+    if split not in SPLITS:
+        raise ConfigError(f"unknown split {split!r} for dataset {src.name!r}; choose one of: {', '.join(SPLITS)}")
+    root = resolve_data_dir(data_dir, src.name)
+    cls = _local_class(src.name)
+    kwargs = {"train": split == "train"} if src.tonic_class == "SHD" else {"split": split}
+    try:
+        tonic_ds = cls(str(root), **kwargs)  # our download() raises DataNotFoundError when the file is absent
+        return HsdEventDataset(info, split, root, tonic_ds)
+    except SnnsecError:
+        raise
+    except (OSError, KeyError, ValueError) as exc:  # not HDF5, or a group tonic reads is missing
+        reason = " ".join(str(exc).split())
+        raise DataNotFoundError(src.missing_message(
+            f"{root / src.tonic_class} holds a {split} file that is not in the layout ({type(exc).__name__}: {reason})"
+        )) from exc
+
+
+def load_shd(split: str, data_dir: str | os.PathLike[str] | None = None) -> HsdEventDataset:
+    """Spiking Heidelberg Digits, official split (``shd_train.h5`` / ``shd_test.h5``)."""
+    return _open_hsd(_SHD, SHD_INFO, split, data_dir)
+
+
+def load_ssc(split: str, data_dir: str | os.PathLike[str] | None = None) -> HsdEventDataset:
+    """Spiking Speech Commands, ``ssc_train.h5`` / ``ssc_test.h5`` (``ssc_valid.h5`` is not read)."""
+    return _open_hsd(_SSC, SSC_INFO, split, data_dir)
+
+
+_AUDIO_DEFAULTS = {"needs_data_dir": True, "default_frames": HSD_FRAMES, "default_size": HSD_CHANNELS,
+                   "default_model": "delay-snn", "default_slicing": "window", "default_encoding": "counts",
+                   "default_trigger": "band"}
+DATASETS.add("shd", DatasetSpec(info=SHD_INFO, load=load_shd, **_AUDIO_DEFAULTS))
+DATASETS.add("ssc", DatasetSpec(info=SSC_INFO, load=load_ssc, **_AUDIO_DEFAULTS))
