@@ -5,7 +5,8 @@
     .venv/bin/python benchmarks/bench_models.py --models spiking-cnn spikformer --no-lif-compare
 
 For each zoo model (``snnsec.zoo.MODELS.names()``) and each of its configs "tiny" (34x34, T=10, 10 classes)
-and "paper" (the config built for DVS128 Gesture: 128x128, T=16, 11 classes) it measures, in a fresh
+and "paper" (the config built for DVS128 Gesture: 128x128, T=16, 11 classes; delay-snn: its SHD config on
+100 x 140 audio frames, 20 classes) it measures, in a fresh
 subprocess per case:
 
 * training samples/s: forward + cross-entropy + backward + Adam step through ``Classifier.logits``;
@@ -43,7 +44,9 @@ from typing import Any
 
 ROOT = Path(__file__).resolve().parents[1]
 DEFAULT_OUT = ROOT / "reports" / "benchmarks"
-PAPER_CONFIGS = ("gesture", "dvs-2-256")  # the configs built for DVS128 Gesture, in order of preference
+#: The paper-size configs, in order of preference: those built for DVS128 Gesture, the ANN baselines' "paper",
+#: and delay-snn's SHD config (on its own input, 100 x 140 audio frames, 20 classes).
+PAPER_CONFIGS = ("gesture", "dvs-2-256", "paper", "shd")
 
 
 # ------------------------------------------------------------------------------------------- helpers
@@ -80,10 +83,14 @@ def _frames(batch: int, spec: Any, seed: int = 0) -> Any:
     return x, y
 
 
-def _specs() -> dict[str, Any]:
+def _spec(model: str, which: str, config: str) -> Any:
+    """The input of a case: the embedded digits-dvs for "tiny", else the one the paper config was built for."""
+    from snnsec.zoo import MODELS
     from snnsec.zoo.base import DVS128_INPUT, EMBEDDED_INPUT
 
-    return {"tiny": EMBEDDED_INPUT, "paper": DVS128_INPUT}
+    if which == "tiny":
+        return EMBEDDED_INPUT
+    return MODELS.get(model).config_inputs.get(config, DVS128_INPUT)
 
 
 def _config_name(model: str, which: str) -> str | None:
@@ -115,7 +122,7 @@ def worker_case(args: dict[str, Any]) -> dict[str, Any]:
     from snnsec.classifier import Classifier
     from snnsec.zoo import MODELS, create_model
 
-    spec = _specs()[args["which"]]
+    spec = _spec(args["model"], args["which"], args["config"])
     torch.manual_seed(0)
     x, y = _frames(args["batch"], spec)
     rss_before = _rss_mib()
@@ -164,7 +171,7 @@ def worker_lif(args: dict[str, Any]) -> dict[str, Any]:
     from snnsec.zoo import create_model
     from snnsec.zoo import fused_lif
 
-    spec = _specs()[args["which"]]
+    spec = _spec(args["model"], args["which"], args["config"])
     torch.manual_seed(0)
     x, y = _frames(args["batch"], spec)
     net = create_model(args["model"], spec, args["config"])

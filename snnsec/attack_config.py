@@ -52,6 +52,23 @@ class AttackConfig:
     seed: int = 0
 
 
+def fill_defaults(options: dict[str, Any]) -> None:
+    """Fill the options left out (absent or None) from each other, in place: the dataset from the model's entry
+    (digits-dvs when neither is given), then the model, slicing, encoding and trigger from the dataset's entry.
+    The CLI and sweeps both use it; a digits-dvs run keeps :class:`AttackConfig`'s defaults."""
+    from snnsec.datasets import DATASETS
+    from snnsec.zoo import MODELS
+
+    if options.get("dataset") is None:
+        model = options.get("model")
+        options["dataset"] = MODELS.get(model).default_dataset if model is not None else "digits-dvs"
+    spec = DATASETS.get(options["dataset"])
+    for name, default in (("model", spec.default_model), ("slicing", spec.default_slicing),
+                          ("encoding", spec.default_encoding), ("trigger", spec.default_trigger)):
+        if options.get(name) is None:
+            options[name] = default
+
+
 @dataclass(frozen=True)
 class Workspace:
     """Where things are read and written; not part of a run's identity."""

@@ -3,7 +3,6 @@ from __future__ import annotations
 
 import errno
 import json
-import os
 import sys
 import tempfile
 from dataclasses import fields
@@ -116,26 +115,10 @@ def _check_writable(folder: Path, option: str) -> None:
         raise click.BadParameter(f"cannot write to {folder}: {err.strerror or err}", param_hint=option) from None
 
 
-def _fill_defaults(options: dict) -> None:
-    """Fill the options left out from each other: --dataset from the --model's entry (digits-dvs when neither is
-    given), then --model, --slicing, --encoding and --trigger from the dataset's entry."""
-    from snnsec.datasets import DATASETS
-    from snnsec.zoo import MODELS
-
-    if options.get("dataset") is None:
-        model = options.get("model")
-        options["dataset"] = MODELS.get(model).default_dataset if model is not None else "digits-dvs"
-    spec = DATASETS.get(options["dataset"])
-    for name, default in (("model", spec.default_model), ("slicing", spec.default_slicing),
-                          ("encoding", spec.default_encoding), ("trigger", spec.default_trigger)):
-        if options.get(name) is None:
-            options[name] = default
-
-
 def _attack_config(options: dict):
-    from snnsec.attack_config import AttackConfig
+    from snnsec.attack_config import AttackConfig, fill_defaults
 
-    _fill_defaults(options)
+    fill_defaults(options)
     options["trigger_options"] = _parse_options(options["trigger_options"])
     config_fields = {f.name for f in fields(AttackConfig)}
     return AttackConfig(**{k: v for k, v in options.items() if k in config_fields})
@@ -281,6 +264,52 @@ def report(out: Path) -> None:
                                    "fix or remove that line") from None
     for path in paths:
         click.echo(str(path))
+
+
+@cli.group()
+def db() -> None:
+    """The results database (DIR/results.sqlite) beside DIR/records.jsonl."""
+
+
+RESULTS_DIR = click.argument("folder", metavar="DIR", type=click.Path(file_okay=False, exists=True, path_type=Path))
+
+
+@db.command("import")
+@RESULTS_DIR
+def db_import(folder: Path) -> None:
+    """Take DIR/records.jsonl into DIR/results.sqlite (runs already there are not added again)."""
+    from snnsec.results_db import ResultsDB
+
+    results = ResultsDB.of(folder)
+    done = results.import_jsonl(folder / "records.jsonl")
+    click.echo(f"{done.added} run(s) added to {results.path} ({done.replaced} replaced by the file's record, "
+               f"{done.unchanged} already there)")
+
+
+@db.command("export")
+@RESULTS_DIR
+@click.option("--to", "target", type=click.Path(dir_okay=False, path_type=Path), default=None,
+              help="Output file [default: DIR/results-export.jsonl].")
+def db_export(folder: Path, target: Path | None) -> None:
+    """Write every run of DIR/results.sqlite as one JSON line, in insertion order."""
+    from snnsec.results_db import ResultsDB
+
+    target = target or folder / "results-export.jsonl"
+    if target.resolve() == (folder / "records.jsonl").resolve():
+        raise click.ClickException(f"{target} is the append log the runs write to; export to another file")
+    results = ResultsDB.of(folder)
+    results.check()
+    click.echo(f"{results.export_jsonl(target)} run(s) written to {target}")
+
+
+@db.command("check")
+@RESULTS_DIR
+def db_check(folder: Path) -> None:
+    """Check DIR/results.sqlite: SQLite's integrity check and every row against its digest."""
+    from snnsec.results_db import ResultsDB
+
+    results = ResultsDB.of(folder)
+    click.echo(f"{results.path}: {results.check()} run(s), intact")
 
 
 @cli.command()

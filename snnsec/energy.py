@@ -73,11 +73,11 @@ from math import prod
 from typing import Any
 
 import torch
-from DCLS.construct.modules import _DclsNd
 from spikingjelly.activation_based.neuron import BaseNode
 from torch import Tensor, nn
 
 from snnsec.errors import ConfigError
+from snnsec.zoo.delay_snn import DELAY_LAYER_TYPES
 from snnsec.zoo.transformer_parts import ActivationProduct
 
 #: 45 nm, 32-bit float (Horowitz 2014): a multiply-accumulate and an accumulate, in picojoules.
@@ -86,7 +86,7 @@ E_AC_PJ = 0.9
 
 SYNAPTIC_TYPES: tuple[type[nn.Module], ...] = (nn.Conv1d, nn.Conv2d, nn.Conv3d, nn.Linear)
 #: Learnable-delay convolutions (the ``dcls`` package's Dcls1d, used by ``delay-snn``): synaptic, priced by taps.
-DELAY_TYPES: tuple[type[nn.Module], ...] = (_DclsNd,)
+DELAY_TYPES: tuple[type[nn.Module], ...] = DELAY_LAYER_TYPES
 
 FIRST_LAYER_RULES = ("by-input", "mac")
 ATTENTION_ORDERS = ("computed", "kv-first")

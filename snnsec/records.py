@@ -61,7 +61,11 @@ class RunRecord:
 
 def append_record(path: Path, record: RunRecord) -> None:
     """Append one JSON line under the folder's lock, on a fresh line (after a line cut short by a kill, a
-    newline is written first), and flush it to disk; earlier runs are never rewritten."""
+    newline is written first), and flush it to disk; earlier runs are never rewritten. Then, under the same
+    lock, store the run in the folder's ``results.sqlite`` (:mod:`snnsec.results_db`): a kill between the two
+    leaves a database that the next append (or ``snnsec db import``) brings up to date from this file."""
+    from snnsec.results_db import ResultsDB  # it imports this module
+
     line = (json.dumps(record.to_dict(), sort_keys=True) + "\n").encode()
     with integrity.locked(path.parent):
         fd = os.open(path, os.O_RDWR | os.O_APPEND | os.O_CREAT, 0o644)
@@ -75,6 +79,7 @@ def append_record(path: Path, record: RunRecord) -> None:
             os.fsync(fd)
         finally:
             os.close(fd)
+        ResultsDB.of(path.parent).record_appended(path, record, before=size, after=size + len(line))
 
 
 class Records(list):
@@ -106,13 +111,13 @@ def load_records(path: Path, kind: str | None = None) -> Records:
     for number, line in enumerate(data.split(b"\n"), 1):
         if not line.strip():
             continue
-        rec = _parse(path, number, line)
+        rec = parse_line(path, number, line)
         if rec is not None and (kind is None or rec["kind"] == kind):
             latest[rec["run_id"]] = rec
     return Records(latest.values(), path, kind, len(data))
 
 
-def _parse(path: Path, number: int, line: bytes) -> dict[str, Any] | None:
+def parse_line(path: Path, number: int, line: bytes) -> dict[str, Any] | None:
     """The record on one line, or None (reported once per process) when the line is not one."""
     try:
         rec = json.loads(line)
@@ -121,13 +126,17 @@ def _parse(path: Path, number: int, line: bytes) -> dict[str, Any] | None:
             raise ValueError("not a run record (kind, run_id, config and metrics expected)")
         return rec
     except ValueError as err:  # JSONDecodeError and UnicodeDecodeError included
-        seen = (str(path), number, hashlib.sha256(line).hexdigest())
-        if seen not in _warned:
-            _warned.add(seen)
-            reason = (f"not JSON: {err.msg} at column {err.colno}" if isinstance(err, json.JSONDecodeError)
-                      else str(err).splitlines()[0][:120])
-            integrity.report(f"{path} line {number}: damaged record skipped ({reason})")
+        report_skipped(path, number, line, f"not JSON: {err.msg} at column {err.colno}"
+                       if isinstance(err, json.JSONDecodeError) else str(err).splitlines()[0][:120])
         return None
+
+
+def report_skipped(path: Path, number: int, line: bytes, reason: str) -> None:
+    """Warn (once per process for the same line) that line ``number`` of ``path`` was skipped, and why."""
+    seen = (str(path), number, hashlib.sha256(line).hexdigest())
+    if seen not in _warned:
+        _warned.add(seen)
+        integrity.report(f"{path} line {number}: damaged record skipped ({reason})")
 
 
 def flatten(data: dict[str, Any], prefix: str = "") -> dict[str, Any]:

@@ -21,7 +21,7 @@ from dataclasses import asdict, fields
 from pathlib import Path
 from typing import Any
 
-from snnsec.attack_config import AttackConfig, Workspace, resolve
+from snnsec.attack_config import AttackConfig, Workspace, fill_defaults, resolve
 from snnsec.defending import DefenseConfig, defense_request_id, run_defense
 from snnsec.defenses import create_defense
 from snnsec.checks import check_seed, check_types
@@ -139,6 +139,7 @@ def expand(spec: dict[str, Any]) -> list[AttackConfig]:
     configs = []
     for values in itertools.product(*(grid[a] for a in axes)):
         params = {**base, **dict(zip(axes, values))}
+        fill_defaults(params)  # as the CLI: an audio dataset brings its model, slicing, encoding and trigger
         if "trigger_options" in params:
             params["trigger_options"] = tuple(sorted(dict(params["trigger_options"]).items()))
         configs.append(AttackConfig(**params))

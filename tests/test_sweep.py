@@ -24,6 +24,17 @@ def test_expand_is_the_grid_product(tmp_path):
     assert all(c.epochs == 1 for c in configs)
 
 
+def test_expand_fills_dataset_defaults_as_the_cli_does(tmp_path):
+    from snnsec.attack_config import AttackConfig
+
+    (audio,) = expand({"base": {"dataset": "spoken-digits"}, "grid": {"poison_rate": [0.1]}})
+    assert (audio.model, audio.slicing, audio.encoding, audio.trigger) == ("delay-snn", "window", "counts", "band")
+    (by_model,) = expand({"grid": {"model": ["delay-snn"]}})
+    assert by_model.dataset == "spoken-digits"
+    (dvs,) = expand({"base": {"epochs": 1}, "grid": {"trigger": ["static"]}})
+    assert dvs == AttackConfig(epochs=1)  # DVS runs keep their configs (and run ids)
+
+
 @pytest.mark.parametrize("spec, message", [
     ({"grid": {"colour": [1]}}, "unknown field(s) ['colour']"),
     ({"grid": {"trigger": []}}, "non-empty list"),

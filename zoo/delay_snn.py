@@ -46,18 +46,26 @@ Deliberate differences from the reference:
 """
 from __future__ import annotations
 
+import logging
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
 import torch
 import torch.nn.functional as F
-from DCLS.construct.modules import Dcls1d
+from DCLS.construct.modules import Dcls1d, _DclsNd
 from spikingjelly.activation_based import layer, neuron, surrogate
 from torch import Tensor, nn
 
 from snnsec.errors import ConfigError
 from snnsec.zoo.base import MODELS, InputSpec, ModelEntry, OptimizerGroup, TrainRecipe
 from snnsec.zoo.neurons import lif
+
+# DCLS's kernels are torch library ops; on their first call a CPU torch build warns twice on stderr that Triton
+# is absent, which is not the user's concern: that one logger (it says nothing else) keeps to errors.
+logging.getLogger("torch._library.triton").setLevel(logging.ERROR)
+
+#: The DCLS layer classes (synaptic: priced by taps in snnsec.energy).
+DELAY_LAYER_TYPES: tuple[type[nn.Module], ...] = (_DclsNd,)
 
 if TYPE_CHECKING:
     from snnsec.training import TrainConfig
