@@ -36,6 +36,9 @@ if [[ $lane == c || $lane == all ]]; then
     # Frame attacks behind the background-activity filter: flips made real as events, static and adaptive (BPDA).
     $snnsec evade --model spiking-cnn --attack pgd --filter ba --budget 50 --budget 200 --samples 30 "${out[@]}"
     $snnsec evade --model spiking-cnn --attack sda --filter ba --budget 200 --budget 800 --samples 20 "${out[@]}"
+    # The universal patch with smaller steps and more epochs than AE-Patch's (lr 1, 1 epoch above).
+    $snnsec evade --model spiking-cnn --attack patch --target 0 --budget 0.1 --budget 0.2 --attack-opt lr=0.05 \
+        --attack-opt epochs=3 --samples 50 "${out[@]}"
 fi
 if [[ $lane == d || $lane == all ]]; then
     # Transfer between the spiking CNN and an ANN baseline (ResNet-18, small) on the same frames, both ways.
