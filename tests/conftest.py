@@ -62,3 +62,15 @@ def golden():
         return path
 
     return find
+
+
+#: Files whose tests take the longest (minutes of training, in total), sent to the xdist workers first: with
+#: ``--dist loadfile`` a file runs whole on one worker, so a long one started last would finish alone.
+LONGEST_FIRST = ("test_main_job.py", "test_defenses.py", "test_evade.py", "test_zoo_learns.py", "test_cli.py",
+                 "test_attack_matrix.py")
+
+
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    """Order the collected tests by :data:`LONGEST_FIRST` (then as collected); each file's order is kept."""
+    rank = {name: i for i, name in enumerate(LONGEST_FIRST)}
+    items.sort(key=lambda item: rank.get(item.path.name, len(rank)))

@@ -183,7 +183,7 @@ def test_spoken_digits_items_come_from_the_cached_generation(monkeypatch):
 
 
 def test_cli_defaults_follow_the_dataset_and_the_model():
-    from snnsec.cli import _fill_defaults
+    from snnsec.attack_config import fill_defaults as _fill_defaults
 
     neither = {"dataset": None, "model": None, "slicing": None, "encoding": None, "trigger": None}
     _fill_defaults(neither)
