@@ -541,7 +541,8 @@ def curve_name(outcome: Outcome) -> str:
 
 def obfuscation_checks(outcomes: list[Outcome], the_plan: Plan) -> list[dict[str, Any]]:
     """One entry per (check, curve): ``passed`` and a ``flag`` text (starting with the curve's name) when it
-    failed. The random baseline is scored like the attack (through the filter, if any)."""
+    failed. The random baseline is scored like the attack (through the filter, if any). A static curve (crafted
+    without the event filter in front of the model) gets only the monotone check."""
     checks: list[dict[str, Any]] = []
     curves: dict[str, list[Outcome]] = {}
     for o in outcomes:
@@ -555,6 +556,10 @@ def obfuscation_checks(outcomes: list[Outcome], the_plan: Plan) -> list[dict[str
         rises = [f"{a.budget.label}->{b.budget.label}" for a, b, x, y in zip(curve, curve[1:], accs, accs[1:]) if y > x]
         checks.append({"check": "monotone", "curve": name, "passed": not rises,
                        "flag": f"{name}: robust accuracy rises with the budget ({', '.join(rises)})" if rises else ""})
+        if curve[0].mode == "static":
+            # Crafted without the event filter and scored through it: an attack that stays weak there shows the
+            # filter at work (the static/adaptive comparison reports it), not a gradient obfuscated by the model.
+            continue
         for o in curve:
             baseline = random.get(o.budget.value)
             if baseline is None:

@@ -207,6 +207,8 @@ def test_frame_attack_faces_an_event_filter_as_realised_events(workspace):
     assert modes["adaptive", 32]["success_rate"] >= modes["static", 32]["success_rate"]
     unbounded = {r["mode"]: r for r in rows_of(record, "unbounded")}
     assert unbounded["adaptive"]["robust_accuracy"] <= unbounded["static"]["robust_accuracy"]
+    static_checks = {c["check"] for c in record.metrics["checks"] if c["curve"].endswith("static")}
+    assert static_checks == {"monotone"}  # a static attack weak behind the filter is the filter, not obfuscation
     for r in rows:
         assert r["l0_mean"] is None or r["l0_mean"] <= r["budget"]
         assert r["events_mean"] is None or r["events_mean"] >= 1
