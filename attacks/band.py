@@ -152,19 +152,25 @@ class BandTrigger(_BandGeometry, Trigger):
         return out
 
 
+class _Moving:
+    """The moving variant of a band trigger or injector: ``speed`` must be at least 1 channel per bin."""
+
+    speed: int
+
+    def __post_init__(self) -> None:
+        super().__post_init__()  # type: ignore[misc]
+        if self.speed < 1:
+            raise ConfigError(f"moving-band speed must be >= 1 channel per bin (use 'band' for a static one), "
+                              f"got {self.speed}")
+
+
 @TRIGGERS.register("moving-band")
 @dataclass(frozen=True)
-class MovingBandTrigger(BandTrigger):
+class MovingBandTrigger(_Moving, BandTrigger):
     """:class:`BandTrigger` gliding across the channels, ``speed`` channels per bin (default 1)."""
 
     speed: int = 1
     name: ClassVar[str] = "moving-band"
-
-    def __post_init__(self) -> None:
-        super().__post_init__()
-        if self.speed < 1:
-            raise ConfigError(f"moving-band speed must be >= 1 channel per bin (use 'band' for a static one), "
-                              f"got {self.speed}")
 
 
 # --------------------------------------------------------------------------------------------------
@@ -283,14 +289,8 @@ class BandInjector(_BandGeometry, EventInjector):
 
 @EVENT_TRIGGERS.register("moving-band")
 @dataclass(frozen=True)
-class MovingBandInjector(BandInjector):
+class MovingBandInjector(_Moving, BandInjector):
     """:class:`BandInjector` gliding across the channels, ``speed`` framed channels per bin (default 1)."""
 
     speed: int = 1
     name: ClassVar[str] = "moving-band"
-
-    def __post_init__(self) -> None:
-        super().__post_init__()
-        if self.speed < 1:
-            raise ConfigError(f"moving-band speed must be >= 1 channel per bin (use 'band' for a static one), "
-                              f"got {self.speed}")

@@ -398,9 +398,10 @@ def _attack(classifier: Classifier, attack: EvasionAttack, surrogate: Surrogate,
 
         realiser = FrameRealiser(inputs.view, config.seed)
         crafter = FilteredVictim(victim, realiser) if mode == "adaptive" else victim
-        unfiltered = realiser.unfiltered(inputs.streams(range(len(x))), x.device)
+        streams = inputs.streams(range(len(x)))
+        unfiltered = realiser.unfiltered(streams, x.device)
         if mode == "adaptive":
-            crafter.register(inputs.streams(range(len(x))), unfiltered, inputs.rows)
+            crafter.register(streams, unfiltered, inputs.rows)
     if attack.needs_training_data:
         log(f"{attack.name}: fitting on the training set for target {config.target} ({budget.norm} {budget.label})")
         train_x, train_y = inputs.training_sample(config.seed, x.device)
@@ -418,31 +419,29 @@ def _attack(classifier: Classifier, attack: EvasionAttack, surrogate: Surrogate,
         for start in range(0, len(x), batch):
             rows = torch.arange(start, min(start + batch, len(x)), device=x.device)
             clean, part = x[rows], goal.subset(rows)
+            counts = None  # events inserted/deleted/flipped per sample, where the attack's output became a stream
             if the_plan.on_events:
                 adv, counts = _attack_events(attack, victim, inputs, rows, part, budget, generator, mode)
-                for key in ("inserted", "deleted", "flipped"):
-                    edits[key].append(np.asarray([c[key] for c in counts]))
-                edits["share"].append(np.asarray([c["total"] / max(1, c["events"]) for c in counts]))
-                events_changed = np.asarray([c["total"] for c in counts], dtype=float)
+                moved = distances(clean, adv)
             elif realiser is not None:
                 edited = attack.perturb(crafter, unfiltered[rows], part, budget, the_plan.domain, generator)
                 the_plan.domain.check(unfiltered[rows], edited, budget, who=attack.name)
                 adv, counts = _realised(realiser, inputs, rows, unfiltered[rows], edited, attack.name)
-                events_changed = np.asarray([c["total"] for c in counts], dtype=float)
-                for key in ("inserted", "deleted", "flipped"):
-                    edits[key].append(np.asarray([c[key] for c in counts]))
-                edits["share"].append(np.asarray([c["total"] / max(1, c["events"]) for c in counts]))
+                moved = distances(unfiltered[rows], edited)
             else:
                 adv = attack.perturb(victim, clean, part, budget, the_plan.domain, generator)
                 the_plan.domain.check(clean, adv, budget, who=attack.name)
-                events_changed = None
+                moved = distances(clean, adv)
+            if counts is not None:
+                for key in ("inserted", "deleted", "flipped"):
+                    edits[key].append(np.asarray([c[key] for c in counts]))
+                edits["share"].append(np.asarray([c["total"] / max(1, c["events"]) for c in counts]))
             predicted = victim.predict(adv)
             scored.append(adv.detach())
-            moved = distances(clean, adv) if realiser is None else distances(unfiltered[rows], edited)
             success.append(part.success(predicted).cpu().numpy())
             robust.append((predicted == part.labels).cpu().numpy())
             l0.append(moved["l0"].cpu().numpy())
-            l1.append(moved["l1"].cpu().numpy() if events_changed is None else events_changed)
+            l1.append(moved["l1"].cpu().numpy() if counts is None else np.asarray([c["total"] for c in counts], float))
             advance(len(rows), success=float(np.concatenate(success).mean()))
     seconds = time.perf_counter() - clock
     extra = {k: np.concatenate(v) for k, v in edits.items() if v}

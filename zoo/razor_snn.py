@@ -54,12 +54,12 @@ from math import floor
 
 import torch
 import torch.nn.functional as F
-from spikingjelly.activation_based import layer
 from torch import Tensor, nn
 
 from snnsec.errors import ConfigError
 from snnsec.zoo.base import DVS128_INPUT, MODELS, InputSpec, ModelEntry
 from snnsec.zoo.neurons import lif
+from snnsec.zoo.spiking_cnn import conv_block, readout, spiking_fc
 
 
 @dataclass(frozen=True)
@@ -184,26 +184,13 @@ class RazorSNN(nn.Module):
         blocks, razors, in_channels = [], [], spec.channels
         for _ in range(config.blocks):
             razors.append(Razor(in_channels, spec.frames))
-            blocks.append(nn.Sequential(
-                layer.Conv2d(in_channels, config.channels, kernel_size=3, padding=1, bias=False, step_mode="m"),
-                layer.BatchNorm2d(config.channels, step_mode="m"),
-                self._neuron(config),
-                layer.MaxPool2d(2, 2, step_mode="m"),
-            ))
+            blocks.append(nn.Sequential(*conv_block(in_channels, config.channels, self._neuron(config))))
             in_channels, height, width = config.channels, height // 2, width // 2
         razors.append(Razor(config.channels, spec.frames))
         self.razors = nn.ModuleList(razors)
         self.blocks = nn.ModuleList(blocks)
-        self.fc = nn.Sequential(
-            layer.Flatten(step_mode="m"),
-            layer.Dropout(config.dropout, step_mode="m"),
-            layer.Linear(config.channels * height * width, config.hidden, step_mode="m"),
-            self._neuron(config),
-        )
-        self.head = nn.Sequential(
-            layer.Dropout(config.dropout, step_mode="m"),
-            layer.Linear(config.hidden, spec.num_classes, step_mode="m"),
-        )
+        self.fc = spiking_fc(config.channels * height * width, config.hidden, config.dropout, self._neuron(config))
+        self.head = readout(config.hidden, spec.num_classes, config.dropout)
         alive = spec.frames
         for razor, keep in zip(self.razors, kept_counts(spec.frames, len(razors), config.keep_ratio)):
             razor.keep, alive = (keep if keep < alive else None), keep

@@ -54,25 +54,12 @@ class SpikingCNN(nn.Module):
         convs: list[nn.Module] = []
         in_channels = spec.channels
         for _ in range(config.blocks):
-            convs += [
-                layer.Conv2d(in_channels, config.channels, kernel_size=3, padding=1, bias=False, step_mode="m"),
-                layer.BatchNorm2d(config.channels, step_mode="m"),
-                self._neuron(config),
-                layer.MaxPool2d(2, 2, step_mode="m"),
-            ]
+            convs += conv_block(in_channels, config.channels, self._neuron(config))
             in_channels = config.channels
             height, width = height // 2, width // 2
         self.features = nn.Sequential(*convs)
-        self.fc = nn.Sequential(
-            layer.Flatten(step_mode="m"),
-            layer.Dropout(config.dropout, step_mode="m"),
-            layer.Linear(config.channels * height * width, config.hidden, step_mode="m"),
-            self._neuron(config),
-        )
-        self.head = nn.Sequential(
-            layer.Dropout(config.dropout, step_mode="m"),
-            layer.Linear(config.hidden, spec.num_classes, step_mode="m"),
-        )
+        self.fc = spiking_fc(config.channels * height * width, config.hidden, config.dropout, self._neuron(config))
+        self.head = readout(config.hidden, spec.num_classes, config.dropout)
 
     @staticmethod
     def _neuron(config: SpikingCNNConfig) -> nn.Module:
@@ -80,6 +67,31 @@ class SpikingCNN(nn.Module):
 
     def forward(self, x: Tensor) -> Tensor:
         return self.head(self.fc(self.features(x)))
+
+
+def conv_block(in_channels: int, channels: int, neuron: nn.Module) -> list[nn.Module]:
+    """One conv3x3-BN-neuron-maxpool block (multi-step), as a list of its layers."""
+    return [
+        layer.Conv2d(in_channels, channels, kernel_size=3, padding=1, bias=False, step_mode="m"),
+        layer.BatchNorm2d(channels, step_mode="m"),
+        neuron,
+        layer.MaxPool2d(2, 2, step_mode="m"),
+    ]
+
+
+def spiking_fc(features: int, hidden: int, dropout: float, neuron: nn.Module) -> nn.Sequential:
+    """Flatten, dropout, the spiking fully connected layer (the feature layer)."""
+    return nn.Sequential(
+        layer.Flatten(step_mode="m"),
+        layer.Dropout(dropout, step_mode="m"),
+        layer.Linear(features, hidden, step_mode="m"),
+        neuron,
+    )
+
+
+def readout(hidden: int, classes: int, dropout: float) -> nn.Sequential:
+    """Dropout and the non-spiking linear readout (per-step logits)."""
+    return nn.Sequential(layer.Dropout(dropout, step_mode="m"), layer.Linear(hidden, classes, step_mode="m"))
 
 
 def _default_config(spec: InputSpec) -> str:

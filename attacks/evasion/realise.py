@@ -39,7 +39,7 @@ from torch import Tensor
 from snnsec.attacks.evasion.base import Victim
 from snnsec.attacks.evasion.domains import DomainViolation
 from snnsec.attacks.evasion.event_base import EventView, merged, synthetic_events
-from snnsec.attacks.evasion.gumbel import cell_bounds, stream_grid
+from snnsec.attacks.evasion.gumbel import StreamGrid, cell_bounds, stream_grid
 from snnsec.errors import ConfigError
 
 
@@ -67,9 +67,15 @@ class FrameRealiser:
         """The frames of ``streams`` without the filter: what a frame attack edits."""
         return self.view.without_filter().batch(streams, device)
 
-    def stream(self, events: np.ndarray, clean: Tensor, adv: Tensor, key: int) -> np.ndarray:
+    def grid(self, events: np.ndarray) -> StreamGrid:
+        """Where each event of ``events`` sits in the frame grid (what :meth:`stream` edits)."""
+        return stream_grid(events, self.view, self.shape)
+
+    def stream(self, events: np.ndarray, clean: Tensor, adv: Tensor, key: int,
+               grid: StreamGrid | None = None) -> np.ndarray:
         """``events`` with the changes from frames ``clean`` to ``adv`` (both ``[T, P, H, W]``, unfiltered) made
-        real; ``key`` (the sample's row) seeds the times, pixels and deletions."""
+        real; ``key`` (the sample's row) seeds the times, pixels and deletions; ``grid``: :meth:`grid` of
+        ``events``, if already made."""
         delta = (adv.detach().cpu().double() - clean.detach().cpu().double()).flatten().numpy()
         changed = np.flatnonzero(delta)
         if not len(changed) or not len(events):
@@ -77,7 +83,7 @@ class FrameRealiser:
         binary = self.view.framing.encoding == "binary"
         frames, polarities, out_h, out_w = self.shape
         width, height, _ = self.view.sensor_size
-        grid = stream_grid(events, self.view, self.shape)
+        grid = grid if grid is not None else self.grid(events)
         rng = np.random.default_rng([self.seed, key])
         deleted: list[np.ndarray] = []
         slots: list[np.ndarray] = []
@@ -92,7 +98,8 @@ class FrameRealiser:
         if not slots:
             return kept
         added = np.concatenate(slots)
-        added = added[grid.t_hi[added // (out_w * out_h * polarities)] > grid.t_lo[added // (out_w * out_h * polarities)]]
+        bins = added // (out_w * out_h * polarities)
+        added = added[grid.t_hi[bins] > grid.t_lo[bins]]
         if not len(added):  # only bins no timestamp falls in (a stream shorter than T microseconds)
             return kept
         x_lo, x_hi = cell_bounds(out_w, width)
@@ -104,9 +111,10 @@ class FrameRealiser:
         ts = rng.integers(grid.t_lo[time_bin], grid.t_hi[time_bin])
         return merged(kept, synthetic_events(events.dtype, xs, ys, ts, channel))
 
-    def scored(self, events: np.ndarray, clean: Tensor, adv: Tensor, key: int) -> Tensor:
+    def scored(self, events: np.ndarray, clean: Tensor, adv: Tensor, key: int,
+               grid: StreamGrid | None = None) -> Tensor:
         """The frames the filtered model is shown for the realised stream ``[T, P, H, W]``."""
-        return self.view.frames(self.stream(events, clean, adv, key))
+        return self.view.frames(self.stream(events, clean, adv, key, grid))
 
 
 class FilteredVictim(Victim):
@@ -122,20 +130,25 @@ class FilteredVictim(Victim):
         super().__init__(victim.classifier, victim.surrogate)
         self.realiser = realiser
         self._streams: list[np.ndarray] = []
+        self._grids: list[StreamGrid] = []
         self._keys: list[int] = []
         self._clean = torch.zeros(0)
+        self._support = torch.zeros(0)  # the clean frames' non-zero elements, flat, for matching rows
 
     def register(self, streams: Sequence[np.ndarray], clean: Tensor, keys: Sequence[int]) -> None:
         """Add samples (their streams, unfiltered clean frames ``[N, T, P, H, W]`` and seeding keys)."""
         self._streams.extend(streams)
+        self._grids.extend(self.realiser.grid(e) for e in streams)
         self._keys.extend(int(k) for k in keys)
         clean = clean.detach().to(self.device)
+        support = (clean > 0).flatten(1).float()
         self._clean = clean if not len(self._clean) else torch.cat([self._clean, clean])
+        self._support = support if not len(self._support) else torch.cat([self._support, support])
 
     def through_filter(self, x: Tensor) -> Tensor:
         """What the filtered model is shown for each row of ``x`` (no gradients)."""
         owners = self._owners(x)
-        frames = [self.realiser.scored(self._streams[i], self._clean[i], row, self._keys[i])
+        frames = [self.realiser.scored(self._streams[i], self._clean[i], row, self._keys[i], self._grids[i])
                   for i, row in zip(owners.tolist(), x.detach())]
         return torch.stack(frames).to(x.device) if frames else x.detach().clone()
 
@@ -143,8 +156,7 @@ class FilteredVictim(Victim):
         if not len(self._clean):
             raise DomainViolation("filter-aware attack: no clean samples registered")
         rows = (x.detach() > 0).flatten(1).float()
-        clean = (self._clean > 0).flatten(1).float()
-        differ = rows.sum(1, keepdim=True) + clean.sum(1)[None] - 2 * rows @ clean.T  # [n, registered]
+        differ = rows.sum(1, keepdim=True) + self._support.sum(1)[None] - 2 * rows @ self._support.T  # [n, registered]
         return differ.argmin(1)  # ties (a patch over the whole frame) take the first: crafting approximates
 
     def logits(self, x: Tensor) -> Tensor:
