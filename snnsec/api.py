@@ -177,12 +177,15 @@ def load_run(run_id_or_prefix: str, out_dir: Path | str = "reports", cache_dir: 
 def _load_classifier(setup: AttackSetup, identity: dict[str, Any], artifact: str, record: dict[str, Any],
                      workspace: Any) -> Classifier:
     """The model saved under ``identity`` in the workspace's cache, loaded into a fresh build: never trained."""
+    from snnsec.artifact_store import STORE, published_file
     from snnsec.artifacts import load_model
     from snnsec.model_cache import model_path
 
     path = model_path(workspace, identity)
     recorded = record.get("artifacts", {}).get(artifact)
-    if recorded is not None and Path(recorded).name != path.name:
+    if recorded is not None and Path(recorded).parent.name == STORE:  # published by a bench: content-addressed
+        path = published_file(Path(recorded), workspace.out_dir)
+    elif recorded is not None and Path(recorded).name != path.name:
         raise ConfigError(f"run {record['run_id']}: its {artifact.replace('_', ' ')} was {Path(recorded).name}, but "
                           f"the run rebuilds now as {path.name} (data, code or cache identity changed)")
     if not path.exists():

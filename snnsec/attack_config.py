@@ -77,6 +77,12 @@ class Workspace:
     cache_dir: Path = field(default_factory=lambda: default_cache_dir())  # SNNSEC_CACHE_DIR, else ~/.cache/snnsec
     out_dir: Path = Path("reports")
     device: str = "auto"
+    publish_artifacts: bool = False  # records name content-addressed copies of their models in out_dir (bench)
+
+    @property
+    def publish_to(self) -> Path | None:
+        """Where a record's model files are published (:mod:`snnsec.artifact_store`), or None."""
+        return self.out_dir if self.publish_artifacts else None
 
     def torch_device(self) -> torch.device:
         if self.device == "auto":

@@ -5,7 +5,7 @@ import errno
 import json
 import sys
 import tempfile
-from dataclasses import fields
+from dataclasses import fields, replace
 from pathlib import Path
 
 import click
@@ -220,15 +220,61 @@ def defend(ctx: click.Context, **options) -> None:
     click.echo(f"{line}  ({m['defense_time_s']:.0f} s)\ntables: {workspace.out_dir / 'defense_results.md'}")
 
 
+BENCH_OPTIONS = _options(
+    click.option("--data-dir", type=click.Path(file_okay=False, path_type=Path), default=None,
+                 envvar="SNNSEC_DATA_DIR", help="Folder holding real datasets [env: SNNSEC_DATA_DIR]."),
+    click.option("--cache-dir", type=click.Path(file_okay=False, path_type=Path), default=None,
+                 help="Frame and model cache [env: SNNSEC_CACHE_DIR; default ~/.cache/snnsec]."),
+    click.option("--device", default="auto", show_default=True),
+    click.option("--out", type=click.Path(file_okay=False, path_type=Path), default=None,
+                 help="Results folder (default: reports/<config name>)."),
+)
+
+
+@cli.command()
+@click.argument("config", type=click.Path(dir_okay=False, path_type=Path))
+@BENCH_OPTIONS
+@click.option("--dry-run", is_flag=True, help="List the runs and which are recorded; run nothing.")
+@click.option("--ray-address", default=None, metavar="ADDRESS",
+              help="Run on Ray, one task per run: auto (this machine's cluster), ray://HOST:PORT, or local "
+                   "(a private instance on this machine).")
+@click.option("--ray-cpus", type=float, default=1.0, show_default=True, help="CPUs each run's Ray task asks for.")
+@click.option("--ray-gpus", type=float, default=0.0, show_default=True, help="GPUs each run's Ray task asks for.")
+def bench(config: Path, dry_run: bool, ray_address: str | None, ray_cpus: float, ray_gpus: float,
+          **options) -> None:
+    """Run a bench CONFIG (YAML or JSON): datasets x models x attacks x defenses and evasions, per seed.
+    Runs already recorded in the results folder are skipped, so a killed bench resumes; two benches on one
+    folder share the work."""
+    from snnsec.bench import done_keys, load_bench, run_bench
+
+    loaded, jobs = load_bench(config)  # the whole grid is checked before anything runs
+    options["out"] = options["out"] or Path("reports") / loaded.get("name", config.stem)
+    workspace = replace(_workspace(options), publish_artifacts=True)
+    if dry_run:
+        done = done_keys(workspace.out_dir) if workspace.out_dir.exists() else set()
+        for i, job in enumerate(jobs, 1):
+            click.echo(f"{i:>4}  {job.key}  {'recorded' if job.key in done else 'to run':<8}  {job.label}")
+        click.echo(f"{len(jobs)} run(s), {sum(j.key in done for j in jobs)} recorded")
+        return
+    if ray_address is not None:
+        from snnsec.bench_ray import run_bench_on_ray
+
+        result = run_bench_on_ray(jobs, workspace, ray_address, ray_cpus, ray_gpus)
+    else:
+        result = run_bench(jobs, workspace)
+    if result.new or not any(workspace.out_dir.glob("summary_*.md")):
+        from snnsec.report import write_report
+
+        _from_results(workspace.out_dir, write_report)  # the tables and summaries over seeds (mean ± std)
+    click.echo(f"{len(result.new)} new run(s), {result.skipped} skipped; results and report: {workspace.out_dir} "
+               f"(`snnsec leaderboard {workspace.out_dir}` for the HTML page)")
+
+
 @cli.command()
 @click.argument("spec", type=click.Path(dir_okay=False, path_type=Path))
-@click.option("--data-dir", type=click.Path(file_okay=False, path_type=Path), default=None, envvar="SNNSEC_DATA_DIR")
-@click.option("--cache-dir", type=click.Path(file_okay=False, path_type=Path), default=None)
-@click.option("--device", default="auto", show_default=True)
-@click.option("--out", type=click.Path(file_okay=False, path_type=Path), default=None,
-              help="Records and tables (default: reports/<spec name>).")
+@BENCH_OPTIONS
 def sweep(spec: Path, **options) -> None:
-    """Run every attack of a sweep SPEC (JSON: base config + grid), skipping runs already recorded."""
+    """Run a sweep SPEC (JSON: base config + grid + defenses): `snnsec bench` with a one-block config."""
     from snnsec.sweep import load_spec, run_sweep
 
     loaded = load_spec(spec)
@@ -242,28 +288,89 @@ def sweep(spec: Path, **options) -> None:
 
 @cli.command()
 @click.option("--out", type=click.Path(file_okay=False, exists=True, path_type=Path), default=Path("reports"),
-              show_default=True, help="A folder holding records.jsonl.")
+              show_default=True, help="A folder holding results.sqlite (or records.jsonl).")
 def report(out: Path) -> None:
-    """Regenerate the Markdown, CSV and LaTeX tables of OUT from its records."""
-    from snnsec.experiment import write_attack_tables
+    """Regenerate the tables of OUT from its results database: per-run tables, summaries over seeds (mean ±
+    std) and their plots (Markdown, CSV, LaTeX, PNG; the same database gives the same bytes)."""
+    from snnsec.report import write_report
 
-    if not (out / "records.jsonl").exists():
-        raise click.ClickException(f"no records.jsonl in {out}; run `snnsec attack --out {out}` first")
-    from snnsec.defending import write_defense_tables
-    from snnsec.evading import write_evasion_tables
-
-    try:
-        from snnsec.records import load_records
-
-        kinds = {r["kind"] for r in load_records(out / "records.jsonl")}
-        paths = [*(write_attack_tables(out) if "attack" in kinds or not kinds else []), *write_defense_tables(out),
-                 *write_evasion_tables(out)]
-    except (KeyError, TypeError, ValueError, AttributeError, IndexError) as err:  # a record missing a field
-        detail = f"missing field {err}" if isinstance(err, KeyError) else " ".join(str(err).split())
-        raise click.ClickException(f"{out / 'records.jsonl'} holds a record the tables cannot use ({detail}); "
-                                   "fix or remove that line") from None
+    _check_results(out, "report")
+    paths = _from_results(out, write_report)
     for path in paths:
         click.echo(str(path))
+
+
+@cli.command()
+@click.argument("folder", metavar="DIR", type=click.Path(file_okay=False, exists=True, path_type=Path))
+def leaderboard(folder: Path) -> None:
+    """Write DIR/leaderboard.html from DIR's results database: one self-contained page of sortable tables
+    (attacks, defenses, robustness; mean ± std over seeds, n), the summary plots and every run's config."""
+    from snnsec.leaderboard import write_leaderboard
+
+    _check_results(folder, "leaderboard")
+    click.echo(str(_from_results(folder, write_leaderboard)))
+
+
+def _check_results(folder: Path, command: str) -> None:
+    from snnsec.results_db import DB_NAME
+
+    if not (folder / "records.jsonl").exists() and not (folder / DB_NAME).exists():
+        raise click.ClickException(f"no records.jsonl or {DB_NAME} in {folder}; run `snnsec attack --out {folder}` "
+                                   f"first (or pass the folder of the runs to `snnsec {command}`)")
+
+
+def _from_results(folder: Path, build):
+    """``build(folder)``; a record missing a field becomes one line naming the database."""
+    try:
+        return build(folder)
+    except (KeyError, TypeError, ValueError, AttributeError, IndexError) as err:  # a record missing a field
+        detail = f"missing field {err}" if isinstance(err, KeyError) else " ".join(str(err).split())
+        raise click.ClickException(f"{folder / 'results.sqlite'} holds a record the tables cannot use ({detail}); "
+                                   "fix or remove it in records.jsonl, move results.sqlite aside and rerun") from None
+
+
+@cli.command()
+@click.argument("folder", metavar="DIR", type=click.Path(file_okay=False, exists=True, path_type=Path))
+@click.option("--strict", is_flag=True, help="Artifacts outside DIR (a model cache) that cannot be found are problems.")
+def verify(folder: Path, strict: bool) -> None:
+    """Check results folder DIR against its digests: the database and each row, records.jsonl, every
+    artifact's SHA-256, and the content-addressed store. Exit status 1 when anything fails."""
+    from snnsec.verify import verify_folder
+
+    found = verify_folder(folder, strict)
+    for problem in found.problems:
+        click.echo(f"PROBLEM {problem}")
+    outside = f"; {len(found.outside)} outside DIR not found, not checked" if found.outside else ""
+    click.echo(f"{folder}: {found.runs} run(s), {found.artifacts} artifact(s) checked{outside}: "
+               f"{'OK' if found.ok else f'{len(found.problems)} problem(s)'}")
+    if not found.ok:
+        sys.exit(1)
+
+
+@cli.command()
+@click.argument("run_id")
+@click.option("--out", type=click.Path(file_okay=False, exists=True, path_type=Path), default=Path("reports"),
+              show_default=True, help="The results folder holding the run.")
+@click.option("--cache-dir", type=click.Path(file_okay=False, path_type=Path), default=None,
+              help="Reuse this cache's frames and models (default: a fresh one, so models are trained again).")
+@click.option("--data-dir", type=click.Path(file_okay=False, path_type=Path), default=None, envvar="SNNSEC_DATA_DIR")
+@click.option("--device", default="auto", show_default=True)
+@click.option("--tolerance", type=click.FloatRange(min=0.0), default=0.0, show_default=True,
+              help="Largest absolute difference accepted per number (0: bit-identical).")
+def reproduce(run_id: str, out: Path, cache_dir: Path | None, data_dir: Path | None, device: str,
+              tolerance: float) -> None:
+    """Rerun RUN_ID (or a unique prefix) from its record in --out and compare every number."""
+    from snnsec.reproduce import reproduce as rerun
+
+    result = rerun(run_id, out, cache_dir, data_dir, device, tolerance)
+    for diff in result.differences:
+        click.echo(f"DIFFERS {diff.what}: recorded {diff.recorded!r}, reproduced {diff.reproduced!r}")
+    click.echo(f"run {result.record['run_id']} ({result.record['kind']}): {result.compared} number(s) compared, "
+               f"{'all equal' if tolerance == 0 else f'tolerance {tolerance:g}'}"
+               f"{'' if result.ok else f'; {len(result.differences)} differ'}: "
+               f"{'REPRODUCED' if result.ok else 'NOT REPRODUCED'}")
+    if not result.ok:
+        sys.exit(1)
 
 
 @cli.group()

@@ -10,6 +10,7 @@ from typing import Any
 import numpy as np
 
 from snnsec.attack_config import AttackConfig, Workspace
+from snnsec.artifact_store import recorded_artifacts
 from snnsec.attack_setup import prepare_attack
 from snnsec.attacks.poisoning import PoisonConfig
 from snnsec.defenses import DEFENSES, DefenseContext, GroundTruth, create_defense
@@ -162,7 +163,7 @@ def run_defense(config: DefenseConfig, attack: AttackConfig, workspace: Workspac
         started=started.isoformat(timespec="seconds"),
         finished=datetime.now(timezone.utc).isoformat(timespec="seconds"),
         duration_s=round((datetime.now(timezone.utc) - started).total_seconds(), 2),
-        artifacts={"backdoored_model": str(artifact)},
+        artifacts=recorded_artifacts(workspace.publish_to, {"backdoored_model": artifact}),
     )
     append_record(workspace.out_dir / "records.jsonl", record)
     write_defense_tables(workspace.out_dir)
@@ -183,15 +184,17 @@ def defense_request_id(config: DefenseConfig, attack: AttackConfig) -> str:
 
 
 def write_defense_tables(out_dir: Path) -> list[Path]:
-    """Regenerate ``defense_results.{md,csv,tex,png}`` in ``out_dir`` from its ``records.jsonl`` (nothing
-    when it holds no defense run)."""
-    records = load_records(out_dir / "records.jsonl", "defense")
+    """Regenerate ``defense_results.{md,csv,tex,png}`` in ``out_dir`` from its results database
+    (:func:`snnsec.results_db.load_results`; nothing when it holds no defense run)."""
+    from snnsec.results_db import load_results
+
+    records = load_results(out_dir, "defense")
     if not records:
         return []
-    tables = write_tables(records, DEFENSE_COLUMNS, out_dir, "defense_results",
-                          "Backdoor defenses: CA and ASR before and after, DER, detection AUROC/TPR/FPR "
-                          "(scores: higher = more suspicious)")
-    return [*tables, plot_defenses(records, out_dir / "defense_results.png")]
+    return write_tables(records, DEFENSE_COLUMNS, out_dir, "defense_results",
+                        "Backdoor defenses: CA and ASR before and after, DER, detection AUROC/TPR/FPR "
+                        "(scores: higher = more suspicious)",
+                        also=lambda recs: [plot_defenses(list(recs), out_dir / "defense_results.png")])
 
 
 def describe_defenses() -> list[dict[str, str]]:

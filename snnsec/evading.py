@@ -26,6 +26,7 @@ import numpy as np
 import torch
 
 from snnsec.attack_config import AttackConfig, Workspace
+from snnsec.artifact_store import recorded_artifacts
 from snnsec.attack_setup import AttackSetup, prepare_attack
 from snnsec.attacks.evasion import (Budget, Goal, Surrogate, Victim, create_evasion, domain_of, parse_surrogates)
 from snnsec.attacks.evasion.base import EvasionAttack
@@ -35,7 +36,7 @@ from snnsec.errors import ConfigError
 from snnsec.experiment import attack_record_config
 from snnsec.model_cache import adversarial_identity, adversarially_trained_model, clean_model, model_path
 from snnsec.progress import log, progress_bar
-from snnsec.records import Column, RunRecord, append_record, config_hash, load_records, write_tables
+from snnsec.records import Column, RunRecord, append_record, config_hash, write_tables
 from snnsec.training import accuracy
 
 UNBOUNDED_MAX_ROBUST = 0.05  # "about 0%": the unbounded attack must leave at most this share robust
@@ -193,7 +194,7 @@ def run_evasion(config: EvasionConfig, model: AttackConfig, workspace: Workspace
                        started=started.isoformat(timespec="seconds"),
                        finished=datetime.now(timezone.utc).isoformat(timespec="seconds"),
                        duration_s=round(time.perf_counter() - clock, 2),
-                       artifacts={"model": str(model_path(workspace, identity))})
+                       artifacts=recorded_artifacts(workspace.publish_to, {"model": model_path(workspace, identity)}))
     append_record(workspace.out_dir / "records.jsonl", record)
     write_evasion_tables(workspace.out_dir)
     return record
@@ -673,21 +674,26 @@ def json_key(value: Any) -> str:
 
 
 def write_evasion_tables(out_dir: Path) -> list[Path]:
-    """Regenerate ``evasion_results.{md,csv,tex,png}`` in ``out_dir`` from its ``records.jsonl``."""
+    """Regenerate ``evasion_results.{md,csv,tex,png}`` and ``evasion_transfer.md`` in ``out_dir`` from its
+    results database (:func:`snnsec.results_db.load_results`)."""
     from snnsec.plots import plot_evasion
+    from snnsec.results_db import load_results
 
-    records = load_records(out_dir / "records.jsonl", "evasion")
+    records = load_results(out_dir, "evasion")
     if not records:
         return []
-    rows = table_rows(sorted(records, key=lambda r: r.get("finished", "")), query_beats_white_box(records))
-    for i, row in enumerate(rows):  # keep the per-record order stable under the tables' sort by finish time
-        row["finished"] = f"{row.get('finished', '')}#{i:06d}"
-    tables = write_tables(rows, EVASION_COLUMNS, out_dir, "evasion_results",
-                          "Evasion attacks: robust accuracy over correctly classified test samples, success rate, "
-                          "L0 (elements changed, of T*P*H*W) of successful examples, obfuscation checks")
-    plot = plot_evasion(records, out_dir / "evasion_results.png")
-    matrix = write_transfer_matrix(records, out_dir)
-    return [*tables, *([plot] if plot else []), *matrix]
+
+    def rows(recs: list[dict[str, Any]]) -> list[dict[str, Any]]:
+        out = table_rows(sorted(recs, key=lambda r: r.get("finished", "")), query_beats_white_box(recs))
+        for i, row in enumerate(out):  # keep the per-record order stable under the tables' sort by finish time
+            row["finished"] = f"{row.get('finished', '')}#{i:06d}"
+        return out
+
+    return write_tables(records, EVASION_COLUMNS, out_dir, "evasion_results",
+                        "Evasion attacks: robust accuracy over correctly classified test samples, success rate, "
+                        "L0 (elements changed, of T*P*H*W) of successful examples, obfuscation checks", rows=rows,
+                        also=lambda recs: [plot_evasion(list(recs), out_dir / "evasion_results.png"),
+                                           *write_transfer_matrix(list(recs), out_dir)])
 
 
 def write_transfer_matrix(records: list[dict[str, Any]], out_dir: Path) -> list[Path]:

@@ -36,13 +36,14 @@ from snnsec.attack_setup import (  # noqa: F401  (re-exported)
     runtime_identity,
     trigger_example,
 )
+from snnsec.artifact_store import recorded_artifacts
 from snnsec.classifier import Classifier
 from snnsec.energy import DEFAULT_CONVENTION
 from snnsec.energy import energy_convention as energy_convention_of
 from snnsec.evaluation import attack_metrics
 from snnsec.model_cache import _trained, _trained_jointly, backdoored_model, clean_model, model_path  # noqa: F401
 from snnsec.progress import log
-from snnsec.records import Column, RunRecord, append_record, config_hash, load_records, write_tables
+from snnsec.records import Column, RunRecord, append_record, config_hash, write_tables
 from snnsec.run_files import save_poisoned_indices
 
 ATTACK_COLUMNS = [
@@ -107,10 +108,11 @@ def record_attack(setup: AttackSetup, request_id: str, workspace: Workspace,
         started=started.isoformat(timespec="seconds"),
         finished=datetime.now(timezone.utc).isoformat(timespec="seconds"),
         duration_s=round(time.perf_counter() - clock, 2),
-        artifacts={"clean_model": str(model_path(workspace, setup.clean_identity)),
-                   "backdoored_model": str(model_path(workspace, attack_identity)),
-                   "poisoned_indices": str(save_poisoned_indices(workspace.out_dir, config_hash(full_config),
-                                                                 setup.poisoned_train.indices))},
+        artifacts=recorded_artifacts(workspace.publish_to, {
+            "clean_model": model_path(workspace, setup.clean_identity),
+            "backdoored_model": model_path(workspace, attack_identity),
+            "poisoned_indices": save_poisoned_indices(workspace.out_dir, config_hash(full_config),
+                                                      setup.poisoned_train.indices)}),
     )
     append_record(workspace.out_dir / "records.jsonl", record)
     write_attack_tables(workspace.out_dir)
@@ -134,6 +136,9 @@ def attack_config_of(record: dict[str, Any]) -> AttackConfig:
 
 
 def write_attack_tables(out_dir: Path) -> list[Path]:
-    """Regenerate ``attack_results.{md,csv,tex}`` in ``out_dir`` from its ``records.jsonl``."""
-    return write_tables(load_records(out_dir / "records.jsonl", "attack"), ATTACK_COLUMNS, out_dir, "attack_results",
+    """Regenerate ``attack_results.{md,csv,tex}`` in ``out_dir`` from its results database
+    (:func:`snnsec.results_db.load_results`)."""
+    from snnsec.results_db import load_results
+
+    return write_tables(load_results(out_dir, "attack"), ATTACK_COLUMNS, out_dir, "attack_results",
                         "Backdoor attacks: clean accuracy (CA) of the clean and backdoored models, attack success rate (ASR)")

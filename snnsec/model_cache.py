@@ -1,11 +1,14 @@
 """An attack's two models, trained once and cached by identity: the clean model and the backdoored one
-(for a learned trigger, trained jointly with its trigger generator). Interrupted training resumes."""
+(for a learned trigger, trained jointly with its trigger generator). Interrupted training resumes.
+
+Over several processes (torchrun, :mod:`snnsec.distributed`) every process trains; the main one checks the
+cache first (moving a damaged entry aside) and alone writes the trained model, which the others wait for."""
 from __future__ import annotations
 
 from dataclasses import asdict, replace
 from pathlib import Path
 
-from snnsec import integrity
+from snnsec import distributed, integrity
 from snnsec.artifacts import load_cached_model, remove_training_state, save_model
 from snnsec.attack_config import Workspace
 from snnsec.attack_setup import AttackSetup
@@ -57,24 +60,27 @@ def _trained_jointly(build, trigger, train_set: FrameDataset, poison: PoisonConf
     path = model_path(workspace, identity)
     generator_file = generator_path(path)
     classifier = build()
-    integrity.sweep_temps(path.parent)
-    if path.exists() and generator_file.exists():
-        if (integrity.usable(generator_file, "cached trigger generator", generator_file.with_suffix(".json"))
-                and load_cached_model(path, classifier.net, "cached backdoored model")):
-            log(f"backdoored model: reusing {path} and {generator_file}")
-            classifier.net.eval()
-            return classifier, trigger.load_generator(generator_file).to(classifier.device)
-        classifier = build()  # the failed load may have filled some weights
     partial_path = path.with_name(f"{path.stem}.partial.pt")
-    if partial_path.exists() and integrity.usable(partial_path, "resume checkpoint"):
-        log(f"backdoored model: resuming joint training from the last finished epoch ({partial_path})")
+    with distributed.main_first():
+        integrity.sweep_temps(path.parent)
+        if path.exists() and generator_file.exists():
+            if (integrity.usable(generator_file, "cached trigger generator", generator_file.with_suffix(".json"))
+                    and load_cached_model(path, classifier.net, "cached backdoored model")):
+                log(f"backdoored model: reusing {path} and {generator_file}")
+                classifier.net.eval()
+                return classifier, trigger.load_generator(generator_file).to(classifier.device)
+            classifier = build()  # the failed load may have filled some weights
+        if partial_path.exists() and integrity.usable(partial_path, "resume checkpoint"):
+            log(f"backdoored model: resuming joint training from the last finished epoch ({partial_path})")
     result = trigger.train_backdoor(classifier, train_set, poison, training, num_classes, checkpoint=partial_path)
-    remove_training_state(partial_path)
-    result.trigger.save_generator(generator_file)  # generator first: the classifier file marks "done"
-    save_model(path, classifier.net, {**identity, "input_spec": asdict(input_spec_of(classifier.net)),
-                                      "loss_per_epoch": result.history["loss"],
-                                      "generator_loss_per_epoch": result.history["generator_loss"],
-                                      "generator_digest": result.trigger.generator_digest()})
+    if distributed.is_main():
+        remove_training_state(partial_path)
+        result.trigger.save_generator(generator_file)  # generator first: the classifier file marks "done"
+        save_model(path, classifier.net, {**identity, "input_spec": asdict(input_spec_of(classifier.net)),
+                                          "loss_per_epoch": result.history["loss"],
+                                          "generator_loss_per_epoch": result.history["generator_loss"],
+                                          "generator_digest": result.trigger.generator_digest()})
+    distributed.barrier()
     return result.classifier, result.trigger.to(classifier.device)
 
 
@@ -99,18 +105,21 @@ def _trained(build, dataset, training: TrainConfig, identity: dict, workspace: W
     the cache when the same identity was trained before."""
     path = model_path(workspace, identity)
     classifier = build()
-    integrity.sweep_temps(path.parent)
-    if path.exists():
-        if load_cached_model(path, classifier.net, f"cached {label}"):
-            log(f"{label}: reusing {path}")
-            classifier.net.eval()
-            return classifier
-        classifier = build()  # the failed load may have filled some weights
     partial = path.with_name(f"{path.stem}.partial.pt")
-    if partial.exists() and integrity.usable(partial, "resume checkpoint"):
-        log(f"{label}: resuming from the last finished epoch ({partial})")
+    with distributed.main_first():
+        integrity.sweep_temps(path.parent)
+        if path.exists():
+            if load_cached_model(path, classifier.net, f"cached {label}"):
+                log(f"{label}: reusing {path}")
+                classifier.net.eval()
+                return classifier
+            classifier = build()  # the failed load may have filled some weights
+        if partial.exists() and integrity.usable(partial, "resume checkpoint"):
+            log(f"{label}: resuming from the last finished epoch ({partial})")
     history = train(classifier, dataset, training, label=f"training {label}", checkpoint=partial, step=step)
-    remove_training_state(partial)
-    save_model(path, classifier.net, {**identity, "input_spec": asdict(input_spec_of(classifier.net)),
-                                      "loss_per_epoch": history})
+    if distributed.is_main():
+        remove_training_state(partial)
+        save_model(path, classifier.net, {**identity, "input_spec": asdict(input_spec_of(classifier.net)),
+                                          "loss_per_epoch": history})
+    distributed.barrier()
     return classifier

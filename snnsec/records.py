@@ -12,13 +12,14 @@ import io
 import json
 import os
 import platform
-from collections.abc import Iterable, Sequence
+from abc import ABC, abstractmethod
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import asdict, dataclass, field
 from importlib.metadata import PackageNotFoundError, version
 from pathlib import Path
 from typing import Any
 
-from snnsec import integrity
+from snnsec import distributed, integrity
 
 TRACKED_PACKAGES = ("snnsec", "torch", "spikingjelly", "tonic", "numpy", "scikit-learn", "scikit-image")
 
@@ -63,9 +64,12 @@ def append_record(path: Path, record: RunRecord) -> None:
     """Append one JSON line under the folder's lock, on a fresh line (after a line cut short by a kill, a
     newline is written first), and flush it to disk; earlier runs are never rewritten. Then, under the same
     lock, store the run in the folder's ``results.sqlite`` (:mod:`snnsec.results_db`): a kill between the two
-    leaves a database that the next append (or ``snnsec db import``) brings up to date from this file."""
+    leaves a database that the next append (or ``snnsec db import``) brings up to date from this file.
+    Of several processes of one torchrun launch, only the main one appends (:mod:`snnsec.distributed`)."""
     from snnsec.results_db import ResultsDB  # it imports this module
 
+    if not distributed.is_main():
+        return
     line = (json.dumps(record.to_dict(), sort_keys=True) + "\n").encode()
     with integrity.locked(path.parent):
         fd = os.open(path, os.O_RDWR | os.O_APPEND | os.O_CREAT, 0o644)
@@ -82,7 +86,21 @@ def append_record(path: Path, record: RunRecord) -> None:
         ResultsDB.of(path.parent).record_appended(path, record, before=size, after=size + len(line))
 
 
-class Records(list):
+class Snapshot(list, ABC):
+    """Records as read at one moment from where they are kept; :func:`write_tables` re-reads them under the
+    folder's lock when they have changed since (:meth:`stale`), so a delayed writer never replaces newer
+    tables with older ones."""
+
+    @abstractmethod
+    def stale(self) -> bool:
+        """Whether the source has changed since these records were read."""
+
+    @abstractmethod
+    def reload(self) -> Snapshot:
+        """The records as they are now."""
+
+
+class Records(Snapshot):
     """Records loaded from ``path`` (of ``kind``), and how long the file was then: tables written from them
     are regenerated from the file when it has grown since (a record appended by another process)."""
 
@@ -95,6 +113,9 @@ class Records(list):
             return self.path.stat().st_size != self.size
         except FileNotFoundError:
             return self.size != 0
+
+    def reload(self) -> Records:
+        return load_records(self.path, self.kind)
 
 
 _warned: set[tuple[str, int, str]] = set()  # damaged lines already reported by this process
@@ -206,16 +227,23 @@ def csv_table(records: Iterable[dict[str, Any]]) -> str:
     return buf.getvalue()
 
 
-def write_tables(records: Sequence[dict[str, Any]], columns: Sequence[Column], out_dir: Path, stem: str, caption: str) -> list[Path]:
+def write_tables(records: Sequence[dict[str, Any]], columns: Sequence[Column], out_dir: Path, stem: str, caption: str,
+                 rows: Callable[[Sequence[dict[str, Any]]], Sequence[dict[str, Any]]] | None = None,
+                 also: Callable[[Sequence[dict[str, Any]]], Sequence[Path | None]] | None = None) -> list[Path]:
     """Regenerate ``stem``.md/.csv/.tex in ``out_dir`` from all records; returns the paths written.
 
     Runs under ``out_dir``'s lock and replaces each file atomically (a kill leaves the old table or the new
-    one). Records from :func:`load_records` are re-read first if their file has grown since, so a writer
-    that was delayed never replaces newer tables with older ones."""
+    one). A :class:`Snapshot` (from :func:`load_records` or :func:`snnsec.results_db.load_results`) is
+    re-read first if its source has changed since, so a writer that was delayed never replaces newer tables
+    with older ones. ``rows`` turns the records into table rows (default: one row per record); ``also``
+    writes further files from the same records (plots) under the same lock and returns their paths.
+    Of several processes of one torchrun launch, only the main one writes (the others return ``[]``)."""
+    if not distributed.is_main():
+        return []
     with integrity.locked(out_dir):
-        if isinstance(records, Records) and records.stale():
-            records = load_records(records.path, records.kind)
-        flat = sorted((flatten(r) for r in records), key=lambda r: r.get("finished", ""))
+        if isinstance(records, Snapshot) and records.stale():
+            records = records.reload()
+        flat = sorted((flatten(r) for r in (rows(records) if rows else records)), key=lambda r: r.get("finished", ""))
         paths = {
             out_dir / f"{stem}.md": f"# {caption}\n\n" + markdown_table(flat, columns),
             out_dir / f"{stem}.csv": csv_table(flat),
@@ -223,4 +251,5 @@ def write_tables(records: Sequence[dict[str, Any]], columns: Sequence[Column], o
         }
         for path, text in paths.items():
             integrity.atomic_write_text(path, text)
-    return list(paths)
+        extra = [p for p in (also(records) if also else ()) if p is not None]
+    return [*paths, *extra]

@@ -17,6 +17,8 @@ against its digest when read.
 - **Repair.** ``append_record`` notes how long ``records.jsonl`` was when the database last took it in; if
   the file has changed since (a kill between the line and the row, or an older snnsec), the next append
   imports the whole file first, so the database catches up by itself.
+- **Tables.** Every table, summary and the leaderboard read the runs through :func:`load_results`, which
+  first brings the database up to date with ``records.jsonl`` (the same import) and then reads it alone.
 """
 from __future__ import annotations
 
@@ -33,7 +35,7 @@ from typing import Any, Literal
 from snnsec import integrity
 from snnsec.errors import SnnsecError
 from snnsec.integrity import DamagedFileError
-from snnsec.records import RunRecord, parse_line, report_skipped
+from snnsec.records import RunRecord, Snapshot, parse_line, report_skipped
 
 DB_NAME = "results.sqlite"
 SCHEMA_VERSION = 1
@@ -234,6 +236,47 @@ class ResultsDB:
         with self._connect() as conn:
             return self._rows(conn, None, kind)
 
+    def snapshot(self, kind: str | None = None, synced: Path | None = None) -> tuple[list[dict[str, Any]], str, int | None]:
+        """In one read transaction: the runs (of ``kind``) as :meth:`records` gives them, the :meth:`state` of
+        the database, and how many bytes of ``synced`` (a ``records.jsonl`` beside it) it holds (None when
+        not noted)."""
+        if not self.path.exists():
+            return [], "", None
+        key = self._synced_key(Path(synced), 0) if synced is not None else None
+        with self._connect() as conn:
+            conn.execute("BEGIN")
+            try:
+                rows = self._rows(conn, None, kind)
+                state = self._state(conn)
+                noted = conn.execute("SELECT value FROM meta WHERE key = ?", (key[0],)).fetchone() if key else None
+            finally:
+                conn.execute("COMMIT")
+        return rows, state, int(noted[0]) if noted else None
+
+    def synced(self, path: Path) -> int | None:
+        """How many bytes of ``path`` (a ``records.jsonl`` beside the database) it has taken in; None when not
+        noted."""
+        key = self._synced_key(Path(path), 0)
+        if key is None or not self.path.exists():
+            return None
+        with self._connect() as conn:
+            noted = conn.execute("SELECT value FROM meta WHERE key = ?", (key[0],)).fetchone()
+        return int(noted[0]) if noted else None
+
+    def state(self) -> str:
+        """A fingerprint of every row (their digests, in order): any write that changes a run changes it."""
+        if not self.path.exists():
+            return ""
+        with self._connect() as conn:
+            return self._state(conn)
+
+    @staticmethod
+    def _state(conn: sqlite3.Connection) -> str:
+        digest = hashlib.sha256()
+        for (row_digest,) in conn.execute("SELECT digest FROM runs ORDER BY rowid"):
+            digest.update(row_digest.encode() + b"\n")
+        return digest.hexdigest()
+
     def artifacts(self, run_id: str) -> dict[str, dict[str, str | None]] | None:
         """The paths and SHA-256 digests (when the run was stored) of a run's artifacts, or None."""
         if not self.path.exists():
@@ -372,3 +415,48 @@ def _transaction(conn: sqlite3.Connection) -> Iterator[None]:
         conn.execute("ROLLBACK")
         raise
     conn.execute("COMMIT")
+
+
+# ---- the tables' source ----------------------------------------------------------------------------------
+
+
+class Results(Snapshot):
+    """Runs read from a folder's database (:func:`load_results`), with the database's state then: tables
+    written from them are regenerated when the database has changed since, or ``records.jsonl`` holds runs
+    it has not taken in yet."""
+
+    def __init__(self, items: list[dict[str, Any]], folder: Path, kind: str | None, state: str,
+                 synced: int | None) -> None:
+        super().__init__(items)
+        self.folder, self.kind, self.state, self.synced = folder, kind, state, synced
+
+    def stale(self) -> bool:
+        return _behind(self.folder / JSONL_NAME, self.synced) or ResultsDB.of(self.folder).state() != self.state
+
+    def reload(self) -> Results:
+        return load_results(self.folder, self.kind)
+
+
+JSONL_NAME = "records.jsonl"
+
+
+def _behind(jsonl: Path, synced: int | None) -> bool:
+    """Whether ``jsonl`` holds bytes that a database noting ``synced`` of them has not taken in."""
+    try:
+        return jsonl.stat().st_size != synced
+    except FileNotFoundError:
+        return False  # nothing to take in: the database alone is the record
+
+
+def load_results(out_dir: Path, kind: str | None = None) -> Results:
+    """The runs (of ``kind``) of a results folder, read from its ``results.sqlite``: the source of every
+    table. The database first catches up with the folder's ``records.jsonl`` when it is missing or behind
+    (a kill between a run's line and its row, runs made by an older snnsec): the file is imported as
+    :meth:`ResultsDB.import_jsonl` does. Runs come in insertion order; a damaged database raises a one-line
+    :class:`~snnsec.integrity.DamagedFileError`."""
+    folder = Path(out_dir)
+    db, jsonl = ResultsDB.of(folder), folder / JSONL_NAME
+    if jsonl.exists() and (not db.path.exists() or _behind(jsonl, db.synced(jsonl))):
+        db.import_jsonl(jsonl)
+    rows, state, synced = db.snapshot(kind, synced=jsonl)
+    return Results(rows, folder, kind, state, synced)

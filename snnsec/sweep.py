@@ -1,4 +1,4 @@
-"""Sweeps: the product of a few config axes, run one after another, skipping runs already recorded.
+"""Sweeps (the one-block form of a bench config, :mod:`snnsec.bench`): the product of a few config axes, run one after another, skipping runs already recorded.
 
 A sweep spec is JSON::
 
@@ -15,43 +15,31 @@ the grid is type-checked and resolved before the first run starts.
 from __future__ import annotations
 
 import itertools
-import json
 import re
-from dataclasses import asdict, fields
+from dataclasses import fields
 from pathlib import Path
 from typing import Any
 
 from snnsec.attack_config import AttackConfig, Workspace, fill_defaults, resolve
-from snnsec.defending import DefenseConfig, defense_request_id, run_defense
+from snnsec.defending import DefenseConfig
 from snnsec.defenses import create_defense
 from snnsec.checks import check_seed, check_types
 from snnsec.errors import ConfigError, SnnsecError
-from snnsec.experiment import run_attack
-from snnsec.progress import log
-from snnsec.records import RunRecord, config_hash, load_records
+from snnsec.records import RunRecord
 
 
 #: The keys a sweep spec may have; anything else (a typo such as "defences") is an error, not ignored.
 SPEC_KEYS = ("name", "base", "grid", "defenses")
 #: ``name`` becomes a folder under reports/: one plain folder name, never a path out of it.
-_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,99}")
+NAME_PATTERN = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,99}")
 
 
 def load_spec(path: Path) -> dict[str, Any]:
     """Read and validate a sweep spec: its shape, every field's type, and every config of its grid and
     every defense, all before the first run."""
-    try:
-        text = Path(path).read_bytes().decode("utf-8")
-    except FileNotFoundError:
-        raise ConfigError(f"sweep spec {path} does not exist") from None
-    except UnicodeDecodeError:
-        raise ConfigError(f"sweep spec {path} is not a text file (not UTF-8); a spec is JSON") from None
-    except OSError as err:
-        raise ConfigError(f"sweep spec {path} cannot be read: {err.strerror or err}") from None
-    try:
-        spec = json.loads(text)
-    except json.JSONDecodeError as err:
-        raise ConfigError(f"sweep spec {path} is not valid JSON: {err}") from None
+    from snnsec.bench import read_config  # bench builds on this module
+
+    spec = read_config(path, "sweep spec")
     check_spec(spec, f"sweep spec {path}")
     return spec
 
@@ -61,19 +49,19 @@ def check_spec(spec: Any, where: str = "sweep spec") -> list[AttackConfig]:
     resolved once here so that a bad config anywhere in the grid fails before the first run."""
     if not isinstance(spec, dict):
         raise ConfigError(f"{where} must be a JSON object with keys {', '.join(SPEC_KEYS)}, "
-                          f"got {_json_type(spec)}")
+                          f"got {json_type(spec)}")
     unknown = sorted(set(spec) - set(SPEC_KEYS))
     if unknown:
         raise ConfigError(f"{where} has unknown key(s) {unknown}; allowed: {', '.join(SPEC_KEYS)}")
     name = spec.get("name")
-    if name is not None and not (isinstance(name, str) and _NAME.fullmatch(name) and ".." not in name):
+    if name is not None and not (isinstance(name, str) and NAME_PATTERN.fullmatch(name) and ".." not in name):
         raise ConfigError(f"{where}: name must be a plain folder name (letters, digits, '.', '_', '-'; "
                           f"written under the out dir), got {name!r}")
     known = {f.name for f in fields(AttackConfig)}
     for section in ("base", "grid"):
         value = spec.get(section, {})
         if not isinstance(value, dict):
-            raise ConfigError(f"{where}: {section} must be an object of AttackConfig fields, got {_json_type(value)}")
+            raise ConfigError(f"{where}: {section} must be an object of AttackConfig fields, got {json_type(value)}")
         bad = sorted(set(value) - known)
         if bad:
             raise ConfigError(f"{where}: {section} has unknown field(s) {bad}; fields: {sorted(known)}")
@@ -81,7 +69,7 @@ def check_spec(spec: Any, where: str = "sweep spec") -> list[AttackConfig]:
         raise ConfigError(f"{where}: every grid axis must be a non-empty list of values")
     for options in [spec.get("base", {}).get("trigger_options", {}), *spec.get("grid", {}).get("trigger_options", [])]:
         if not isinstance(options, dict):
-            raise ConfigError(f"{where}: trigger_options must be an object (name: value), got {_json_type(options)}")
+            raise ConfigError(f"{where}: trigger_options must be an object (name: value), got {json_type(options)}")
     defense_configs(spec, where)  # validates names and parameters before anything runs
     configs = expand(spec)
     for i, config in enumerate(configs, 1):
@@ -92,7 +80,7 @@ def check_spec(spec: Any, where: str = "sweep spec") -> list[AttackConfig]:
     return configs
 
 
-def _json_type(value: Any) -> str:
+def json_type(value: Any) -> str:
     names = {dict: "an object", list: "a list", str: "a string", bool: "a boolean", int: "a number",
              float: "a number", type(None): "null"}
     return names.get(type(value), type(value).__name__)
@@ -106,7 +94,7 @@ def defense_configs(spec: dict[str, Any], where: str = "sweep spec") -> list[Def
     """The sweep's defenses, validated."""
     items = spec.get("defenses", [])
     if not isinstance(items, list):
-        raise ConfigError(f"{where}: 'defenses' must be a list of names or objects, got {_json_type(items)}")
+        raise ConfigError(f"{where}: 'defenses' must be a list of names or objects, got {json_type(items)}")
     configs = []
     for item in items:
         if not isinstance(item, (str, dict)):
@@ -119,7 +107,7 @@ def defense_configs(spec: dict[str, Any], where: str = "sweep spec") -> list[Def
                               f"seed; unknown: {unknown}")
         if not isinstance(item.get("options", {}), dict):
             raise ConfigError(f"{where}: defense {item['defense']!r} options must be an object, "
-                              f"got {_json_type(item['options'])}")
+                              f"got {json_type(item['options'])}")
         if not isinstance(item.get("reserve_rate", 0.05), (int, float)) or isinstance(item.get("reserve_rate"), bool):
             raise ConfigError(f"{where}: defense {item['defense']!r} reserve_rate must be a number, "
                               f"got {item['reserve_rate']!r}")
@@ -147,25 +135,11 @@ def expand(spec: dict[str, Any]) -> list[AttackConfig]:
 
 
 def run_sweep(spec: dict[str, Any], workspace: Workspace) -> list[RunRecord | None]:
-    """Run every attack (then every defense against it) not yet recorded; returns the new records (None
-    for skipped runs)."""
-    configs, defenses = check_spec(spec), defense_configs(spec)  # every config valid before the first run
-    records_path = workspace.out_dir / "records.jsonl"
-    done = {r["config"].get("request_id") for r in load_records(records_path)}
-    results: list[RunRecord | None] = []
-    for i, config in enumerate(configs, 1):
-        label = ", ".join(f"{k}={getattr(config, k)}" for k in spec.get("grid", {}))
-        if config_hash(asdict(config)) in done:
-            log(f"[{i}/{len(configs)}] {label}: already recorded, skipped")
-            results.append(None)
-        else:
-            log(f"[{i}/{len(configs)}] {label}")
-            results.append(run_attack(config, workspace))
-        for defense in defenses:
-            if defense_request_id(defense, config) in done:
-                log(f"[{i}/{len(configs)}] {label}: defense {defense.defense} already recorded, skipped")
-                results.append(None)
-                continue
-            log(f"[{i}/{len(configs)}] {label}: defense {defense.defense}")
-            results.append(run_defense(defense, config, workspace))
-    return results
+    """Run every attack (then every defense against it) not yet recorded, as ``snnsec bench`` does
+    (:mod:`snnsec.bench`: resumable, safe beside another bench); returns the new records, then None for
+    each run skipped."""
+    from snnsec.bench import jobs_of, run_bench
+
+    check_spec(spec)
+    result = run_bench(jobs_of(spec, "sweep spec"), workspace)
+    return [*result.new, *([None] * result.skipped)]

@@ -24,11 +24,11 @@ optimizer step and one after every epoch. Models that define none of them train 
 """
 from __future__ import annotations
 
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import asdict, dataclass, replace
 from math import cos, pi
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, ClassVar
 
 import numpy as np
 import torch
@@ -36,6 +36,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 from torch.utils.data import DataLoader, Dataset
 
+from snnsec import distributed
 from snnsec.artifacts import load_training_state, save_training_state
 from snnsec.classifier import Classifier
 from snnsec.errors import ConfigError
@@ -120,6 +121,16 @@ class StepHook:
     needs them, e.g. sample indices), moved to the classifier's device.
     """
 
+    #: Whether :func:`train` may split each batch over several processes (torchrun, :mod:`snnsec.distributed`)
+    #: with this hook: its loss is a mean over the batch's samples, drawn without randomness, and it trains no
+    #: state of its own (a generator trained on one process's share would drift from the others'). The base
+    #: hook may; a subclass says so itself, else it trains in one process only.
+    data_parallel: ClassVar[bool] = True
+
+    def __init_subclass__(cls, **kwargs: Any) -> None:
+        super().__init_subclass__(**kwargs)
+        cls.data_parallel = cls.__dict__.get("data_parallel", False)
+
     def loss(self, classifier: Classifier, batch: Sequence[Tensor], epoch: int) -> tuple[Tensor, int]:
         """``(loss, samples)``: the batch's loss for the classifier (with its graph), and how many samples
         it averages over (the epoch's reported loss is the sample-weighted mean). ``epoch`` counts from 0."""
@@ -156,17 +167,37 @@ def train(classifier: Classifier, dataset: Dataset, config: TrainConfig, label: 
     state) is saved there after every epoch and a run that finds one resumes after its last epoch, with the
     same numbers an uninterrupted run gives; the file is removed when training ends. A hook's
     :meth:`StepHook.stop` may end training before ``config.epochs``.
+
+    Launched by torchrun over several processes (:mod:`snnsec.distributed`), ``config.batch_size`` is the
+    global batch: every process draws the same global batches as one process would and trains on its share,
+    BatchNorm uses the global batch's statistics, gradients are summed and the losses are the global
+    batch's; the weights follow one process's up to the order of float sums (dropout masks aside: each process
+    draws its own). Only the main process writes the checkpoint; every process reads it.
     """
     step = StepHook() if step is None else step
     if len(dataset) == 0:  # type: ignore[arg-type]
         raise ConfigError(f"{label}: the training set is empty")
+    world = distributed.world()
+    if world > 1:
+        _check_data_parallel(config, step, label, world)
+        distributed.setup()
+        distributed.check_device(classifier.device)
     seed_everything(config.seed)
     device = classifier.device
     shuffle = torch.Generator().manual_seed(config.seed)
-    loader = DataLoader(dataset, batch_size=config.batch_size, shuffle=True, drop_last=False, generator=shuffle)
+    if world == 1:
+        loader = DataLoader(dataset, batch_size=config.batch_size, shuffle=True, drop_last=False, generator=shuffle)
+    else:  # the same global batches as above (same sampler, same generator), this process's share of each
+        shares = distributed.ShareLoader(dataset, config.batch_size, shuffle)
+        loader = shares  # type: ignore[assignment]
     optimization = Optimization(classifier.net, config, len(loader))
+    params = [p for p in classifier.net.parameters() if p.requires_grad]
     history: list[float] = []
-    saved = load_training_state(checkpoint) if checkpoint is not None else None
+    distributed.broadcast_state(classifier.net)
+    saved = None
+    if checkpoint is not None:
+        with distributed.main_first():  # a damaged checkpoint is moved aside once, before the others look
+            saved = load_training_state(checkpoint)
     if saved is not None:
         classifier.net.load_state_dict(saved["model"])
         optimization.load_state_dict(saved)
@@ -175,19 +206,30 @@ def train(classifier: Classifier, dataset: Dataset, config: TrainConfig, label: 
         history = list(saved["history"])
         step.load_state_dict(saved.get("step", {}))
     classifier.net.train()
-    with progress_bar(label, total=config.epochs * len(loader)) as advance:
+    with progress_bar(label, total=config.epochs * len(loader)) as advance, \
+            distributed.global_batchnorm(classifier.net):
         if history:
             advance(len(history) * len(loader), epoch=len(history), loss=history[-1])
         for epoch in range(len(history), config.epochs):
+            if world > 1:  # dropout: each process its own masks, the same on a resumed run
+                torch.manual_seed(int(np.random.SeedSequence([config.seed, epoch, distributed.rank()])
+                                      .generate_state(1)[0]))
             total, count = 0.0, 0
-            for batch in loader:
+            for index, batch in enumerate(loader):
                 batch = [part.to(device, non_blocking=True) for part in batch]
                 loss, samples = step.loss(classifier, batch, epoch)
                 optimization.zero_grad()
-                loss.backward()
+                if world == 1:
+                    loss.backward()
+                    total += loss.item() * samples
+                    count += samples
+                else:  # this process's share of the global batch's mean loss; the shares' gradients summed
+                    (loss * (len(batch[0]) / shares.sizes[index])).backward()
+                    distributed.sum_gradients(params)
+                    tally = distributed.sum_numbers([loss.item() * samples if samples else 0.0, samples])
+                    total += tally[0]
+                    count += int(tally[1])
                 optimization.step()
-                total += loss.item() * samples
-                count += samples
                 advance(epoch=epoch + 1, loss=total / count)
             history.append(total / count)
             optimization.end_epoch(epoch)
@@ -196,17 +238,27 @@ def train(classifier: Classifier, dataset: Dataset, config: TrainConfig, label: 
                 advance(0, epoch=epoch + 1, loss=total / count, **extra)
             if epoch + 1 < config.epochs and step.stop(epoch):
                 break  # before saving: a run killed here redoes this epoch and stops again
-            if checkpoint is not None and epoch + 1 < config.epochs:
+            if checkpoint is not None and epoch + 1 < config.epochs and distributed.is_main():
                 save_training_state(checkpoint, {
                     "model": classifier.net.state_dict(), **optimization.state_dict(),
                     "shuffle_rng": shuffle.get_state(), "torch_rng": torch.get_rng_state(), "history": history,
                     "step": step.state_dict()})
-    if config.bn_recalibration_batches:
-        recalibrate_batchnorm(classifier, loader, config.bn_recalibration_batches, step.inputs)
+        if config.bn_recalibration_batches:  # over processes: with the global batches' statistics
+            recalibrate_batchnorm(classifier, loader, config.bn_recalibration_batches, step.inputs)
     classifier.net.eval()
-    if checkpoint is not None:
+    if checkpoint is not None and distributed.is_main():
         checkpoint.unlink(missing_ok=True)
     return history
+
+
+def _check_data_parallel(config: TrainConfig, step: StepHook, label: str, world: int) -> None:
+    """One line, before any training, when a run cannot be split over ``world`` processes."""
+    if config.batch_size % world:
+        raise ConfigError(f"{label}: batch size {config.batch_size} must be a multiple of the {world} processes "
+                          f"(it is the global batch, split evenly)")
+    if not step.data_parallel:
+        raise ConfigError(f"{label}: training with {type(step).__name__} cannot be split over processes "
+                          f"(it trains state of its own or its loss is not a per-sample mean); run it in one process")
 
 
 class Optimization:
@@ -329,12 +381,13 @@ def _schedule(optimizer: torch.optim.Optimizer, steps: int, warmup: int,
 BATCH_NORMS = (nn.BatchNorm1d, nn.BatchNorm2d, nn.BatchNorm3d)
 
 
-def recalibrate_batchnorm(classifier: Classifier, loader: DataLoader, batches: int,
+def recalibrate_batchnorm(classifier: Classifier, loader: Iterable[Sequence[Tensor]], batches: int,
                           inputs: Callable[[Sequence[Tensor]], Tensor] | None = None) -> None:
     """Replace every BatchNorm's running mean and variance by their average over ``batches`` batches of
     ``loader`` (or all of it), computed with the current weights and no gradients ("precise BN").
     ``inputs`` picks a batch's frames (default: its first field)."""
-    norms = [m for m in classifier.net.modules() if isinstance(m, BATCH_NORMS) and m.track_running_stats]
+    norms = [m for m in classifier.net.modules()
+             if isinstance(m, (*BATCH_NORMS, distributed.GlobalBatchNorm)) and m.track_running_stats]
     if not norms:
         return
     momenta = [m.momentum for m in norms]

@@ -153,11 +153,25 @@ def test_sweep_checks_every_config_before_the_first_run(run, tmp_path):
 
 
 def test_report_on_a_record_missing_fields(run, tmp_path):
+    """A record shaped like one whose fields the tables cannot use: one line naming the database."""
+    out = tmp_path / "r"
+    out.mkdir()
+    (out / "records.jsonl").write_text(json.dumps({
+        "kind": "defense", "run_id": "d1", "config": {}, "metrics": {"ca_before": "x"}, "artifacts": {},
+        "duration_s": 1.0, "started": "2026-01-01T00:00:00+00:00", "finished": "2026-01-01T00:00:01+00:00",
+        "versions": {}}) + "\n")
+    one_line_error(run("report", "--out", out), "results.sqlite", "cannot use")
+
+
+def test_report_skips_a_line_that_is_not_a_record_with_a_warning(run, tmp_path):
+    """Not a run record at all (fields missing, e.g. cut short): never imported, a warning names file and line."""
     out = tmp_path / "r"
     out.mkdir()
     (out / "records.jsonl").write_text(json.dumps({"kind": "defense", "run_id": "d1", "config": {},
                                                    "metrics": {"ca_before": "x"}}) + "\n")
-    one_line_error(run("report", "--out", out), "records.jsonl", "cannot use")
+    result = run("report", "--out", out)
+    assert result.exit_code == 0 and "Traceback" not in result.output, result.output
+    assert "records.jsonl line 1: damaged record skipped (not a run record (missing" in result.output
 
 
 # --------------------------------------------------------------------------------------------------

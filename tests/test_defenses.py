@@ -3,7 +3,6 @@ import json
 import re
 from pathlib import Path
 
-import numpy as np
 import pytest
 from click.testing import CliRunner
 
@@ -109,8 +108,11 @@ def test_fine_pruning_lowers_asr(attacked):
 
 @pytest.mark.slow
 def test_abl_unlearning_removes_the_backdoor(attacked):
-    """This project's AdamW unlearning variant (the reference's SGD leaves this model's backdoor in place)."""
-    m = defend(attacked, "abl", *(arg for opt in ("isolation_epochs=3", "retrain=true", "optimizer=adamw",
+    """This project's AdamW unlearning variant (the reference's SGD leaves this model's backdoor in place),
+    isolating as many samples as were poisoned (5%). At the paper's 1% this tiny model's isolation catches
+    10-13 of the 72 poisoned samples and the outcome is a coin flip (ASR after 0.0-0.99 across isolation
+    epochs 3-6 and thread counts); at 5% it was 0.0-0.04 in every such case, at a CA cost (0.39-0.55)."""
+    m = defend(attacked, "abl", *(arg for opt in ("isolation_epochs=3", "removal_rate=0.05", "retrain=true", "optimizer=adamw",
                                                   "unlearning_epochs=20", "stop_accuracy=0.2")
                                   for arg in ("--defense-opt", opt)))["metrics"]
     assert m["model_changed"] and m["asr_after"] < 0.5 < m["asr_before"]

@@ -13,6 +13,7 @@ import textwrap
 import time
 from pathlib import Path
 
+import h5py
 import numpy as np
 import pytest
 import torch
@@ -209,11 +210,9 @@ def test_zeroed_frames_are_detected_moved_aside_and_reframed(tmp_path, capsys):
     first = frame_dataset(data, "test", config, tmp_path)
     expected, path = np.array(first.counts), first.cache_path
     del first
-    frames = np.load(path, mmap_mode="r+")  # zero one sample's frames in place, as the review did
-    assert frames[1].any()
-    frames[1] = 0
-    frames.flush()
-    del frames
+    with h5py.File(path, "r+") as cache:  # zero one sample's frames in place, as the review did
+        assert cache["counts"][1].any()
+        cache["counts"][1] = 0
     capsys.readouterr()
 
     again = frame_dataset(data, "test", config, tmp_path)
@@ -224,13 +223,12 @@ def test_zeroed_frames_are_detected_moved_aside_and_reframed(tmp_path, capsys):
     assert frame_dataset(data, "test", config, tmp_path).labels.tolist() == [0, 1, 0, 1] and data.reads == 8
 
 
-def test_truncated_labels_are_detected(tmp_path, capsys):
+def test_truncated_frame_file_is_detected(tmp_path, capsys):
     data = ToyEvents()
-    labels = frame_dataset(data, "train", FramingConfig(frames=2), tmp_path).cache_path.with_suffix(".labels.npy")
-    truncate(labels)
+    truncate(frame_dataset(data, "train", FramingConfig(frames=2), tmp_path).cache_path)  # labels are in it too
     capsys.readouterr()
     assert frame_dataset(data, "train", FramingConfig(frames=2), tmp_path).labels.tolist() == [0, 1, 0, 1]
-    assert "cached labels" in one_line(capsys) and data.reads == 8
+    assert "cached frames" in one_line(capsys) and data.reads == 8
 
 
 def test_interrupted_framing_leaves_no_temporary_files(tmp_path):

@@ -1,0 +1,40 @@
+"""The committed reduced-bench reports (reports/bench-*) are exactly what `snnsec report` and `snnsec
+leaderboard` build from their committed databases, and the folders pass `snnsec verify`."""
+from __future__ import annotations
+
+import shutil
+from pathlib import Path
+
+import pytest
+
+from snnsec.leaderboard import write_leaderboard
+from snnsec.report import write_report
+from snnsec.results_db import DB_NAME
+from snnsec.verify import verify_folder
+
+REPORTS = Path(__file__).resolve().parent.parent / "reports"
+BENCH_FOLDERS = sorted(p for p in REPORTS.glob("bench-*") if (p / DB_NAME).exists())
+
+
+def test_the_reduced_benches_are_committed() -> None:
+    assert {p.name for p in BENCH_FOLDERS} >= {"bench-sneaky-spikes", "bench-evasion"}
+
+
+@pytest.mark.parametrize("folder", BENCH_FOLDERS, ids=lambda p: p.name)
+def test_report_regenerates_the_committed_tables_byte_for_byte(folder: Path, tmp_path: Path) -> None:
+    copy = tmp_path / folder.name
+    copy.mkdir()
+    shutil.copy2(folder / DB_NAME, copy / DB_NAME)  # the database alone: no records.jsonl to catch up from
+    written = write_report(copy) + [write_leaderboard(copy)]
+    assert written
+    for path in written:
+        committed = folder / path.name
+        assert committed.exists(), f"{path.name} is generated but not committed in {folder}"
+        assert path.read_bytes() == committed.read_bytes(), f"{folder / path.name} differs from its regeneration"
+
+
+@pytest.mark.parametrize("folder", BENCH_FOLDERS, ids=lambda p: p.name)
+def test_committed_bench_folder_verifies(folder: Path) -> None:
+    found = verify_folder(folder, strict=True)
+    assert found.ok, found.problems
+    assert found.runs >= 9 and found.artifacts >= found.runs
