@@ -1,5 +1,6 @@
-"""The committed reduced-bench reports (reports/bench-*) are exactly what `snnsec report` and `snnsec
-leaderboard` build from their committed databases, and the folders pass `snnsec verify`."""
+"""The committed reports are exactly what `snnsec report` builds: the reduced benches (reports/bench-*, with
+their leaderboards) from their committed databases, the older folders from their records.jsonl; the bench
+folders pass `snnsec verify`."""
 from __future__ import annotations
 
 import shutil
@@ -14,6 +15,7 @@ from snnsec.verify import verify_folder
 
 REPORTS = Path(__file__).resolve().parent.parent / "reports"
 BENCH_FOLDERS = sorted(p for p in REPORTS.glob("bench-*") if (p / DB_NAME).exists())
+RECORD_FOLDERS = sorted(p.parent for p in REPORTS.glob("*/records.jsonl") if p.parent not in BENCH_FOLDERS)
 
 
 def test_the_reduced_benches_are_committed() -> None:
@@ -38,3 +40,16 @@ def test_committed_bench_folder_verifies(folder: Path) -> None:
     found = verify_folder(folder, strict=True)
     assert found.ok, found.problems
     assert found.runs >= 9 and found.artifacts >= found.runs
+
+
+@pytest.mark.parametrize("folder", RECORD_FOLDERS, ids=lambda p: p.name)
+def test_report_regenerates_the_committed_tables_from_records(folder: Path, tmp_path: Path) -> None:
+    copy = tmp_path / folder.name
+    copy.mkdir()
+    shutil.copy2(folder / "records.jsonl", copy / "records.jsonl")
+    written = write_report(copy)
+    assert any(p.name.startswith("summary_") for p in written)
+    for path in written:
+        committed = folder / path.name
+        assert committed.exists(), f"{path.name} is generated but not committed in {folder}"
+        assert path.read_bytes() == committed.read_bytes(), f"{folder / path.name} differs from its regeneration"
