@@ -29,10 +29,8 @@ split the work and never record a run twice.
 """
 from __future__ import annotations
 
-import fcntl
 import itertools
 import json
-import os
 import time
 from collections.abc import Callable, Iterator
 from contextlib import ExitStack, contextmanager
@@ -40,6 +38,7 @@ from dataclasses import asdict, dataclass, fields
 from pathlib import Path
 from typing import Any
 
+from snnsec import integrity
 from snnsec.attack_config import AttackConfig, Workspace, fill_defaults, resolve_attack
 from snnsec.checks import check_seed, check_types
 from snnsec.defending import DefenseConfig, defense_request_id
@@ -327,18 +326,8 @@ def done_keys(out_dir: Path) -> set[str]:
 def claim(out_dir: Path, key: str, wait: bool) -> Iterator[bool]:
     """Hold the claim on run ``key`` (yields True), or yield False when another process holds it and
     ``wait`` is False. The kernel drops the claim when its holder dies, so a killed bench never blocks."""
-    folder = Path(out_dir) / ".claims"
-    folder.mkdir(parents=True, exist_ok=True)
-    fd = os.open(folder / f"{key}.lock", os.O_RDWR | os.O_CREAT, 0o644)
-    try:
-        try:
-            fcntl.flock(fd, fcntl.LOCK_EX | (0 if wait else fcntl.LOCK_NB))
-        except BlockingIOError:
-            yield False
-            return
-        yield True
-    finally:
-        os.close(fd)
+    with integrity.file_lock(Path(out_dir) / ".claims" / f"{key}.lock", wait) as held:
+        yield held
 
 
 def execute(job: Job, workspace: Workspace, wait: bool = True) -> RunRecord | str:

@@ -21,7 +21,8 @@ from snnsec.experiment import attack_config_of, attack_record_config, record_att
 from snnsec.model_cache import backdoored_model, model_path
 from snnsec.plots import plot_defenses
 from snnsec.progress import log
-from snnsec.records import Column, RunRecord, append_record, config_hash, load_records, write_tables
+from snnsec.records import Column, RunRecord, append_record, config_hash, write_tables
+from snnsec.results_db import DB_NAME, load_results
 from snnsec.zoo import MODELS
 
 
@@ -78,11 +79,12 @@ def find_attack_record(run_id: str, out_dir: Path, who: str = "--attack-run") ->
     if not run_id:
         raise ConfigError(f"{who} needs a run id (or a unique prefix of one); see the Run column of "
                           f"{out_dir / 'attack_results.md'}")
-    if not path.exists():
-        raise ConfigError(f"no attack run with id {run_id!r}: no run records at {path}; pass the out dir the "
-                          "attack was run with (--out)")
+    if not path.exists() and not (out_dir / DB_NAME).exists():
+        raise ConfigError(f"no attack run with id {run_id!r}: no run records at {path} (nor {DB_NAME}); pass the "
+                          "out dir the attack was run with (--out)")
+    path = path if path.exists() else out_dir / DB_NAME
     records: dict[str, dict[str, Any]] = {}
-    for record in load_records(path, "attack"):
+    for record in load_results(out_dir, "attack"):  # the database, caught up with records.jsonl
         records.setdefault(record["run_id"], record)  # a run recorded twice: its first record
     matches = sorted(i for i in records if i.startswith(run_id))
     if not matches:
@@ -117,7 +119,7 @@ def run_defense(config: DefenseConfig, attack: AttackConfig, workspace: Workspac
     draw_reserve(len(setup.train_set), np.asarray(setup.poisoned_train.indices), config.reserve_rate, config.seed)
     artifact = model_path(workspace, setup.attack_identity)  # before a learned trigger is trained
     learned = hasattr(setup.trigger, "train_backdoor")  # its run id is known only once trained
-    recorded = {r["run_id"] for r in load_records(workspace.out_dir / "records.jsonl", "attack")}
+    recorded = {r["run_id"] for r in load_results(workspace.out_dir, "attack")}
     if attack_run_id is None and (learned or config_hash(attack_record_config(setup, request_id)) not in recorded):
         log("this attack is not recorded here yet: running it first (cached models are reused)")
         attack_record, model, setup = record_attack(setup, request_id, workspace)

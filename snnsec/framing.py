@@ -281,8 +281,14 @@ def frame_dataset(dataset: EventDataset, split: str, config: FramingConfig, cach
     cached = _load_cached(path, key_fields)
     if cached is not None:
         return cached
+    with integrity.file_lock(folder / f".snnsec.{split}-{key}.lock"):  # another process framing them: wait for it
+        cached = _load_cached(path, key_fields)
+        return cached if cached is not None else _frame(dataset, split, config, path, key_fields)
 
-    folder.mkdir(parents=True, exist_ok=True)
+
+def _frame(dataset: EventDataset, split: str, config: FramingConfig, path: Path, key_fields: dict) -> FrameArrays:
+    """Frame every sample into the compressed cache file ``path`` (committed only once complete)."""
+    folder, key = path.parent, path.name[len(split) + 1:-len(CACHE_SUFFIX)]
     integrity.sweep_temps(folder)
     width, height, polarities = dataset.info.sensor_size
     out_h, out_w = config.size if config.size is not None else (height, width)

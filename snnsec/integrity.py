@@ -206,6 +206,25 @@ _held: dict[str, list[int]] = {}  # lock path -> [fd, depth]: re-entrant within 
 
 
 @contextmanager
+def file_lock(path: Path, wait: bool = True) -> Iterator[bool]:
+    """Hold an exclusive ``fcntl.flock`` on ``path`` (created if needed; yields True), or yield False when
+    another process holds it and ``wait`` is False. The kernel drops it when its holder dies (even
+    ``kill -9``), so a killed process never blocks the others."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o644)
+    try:
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | (0 if wait else fcntl.LOCK_NB))
+        except BlockingIOError:
+            yield False
+            return
+        yield True
+    finally:
+        os.close(fd)  # closing releases the lock
+
+
+@contextmanager
 def locked(folder: Path, shared: bool = False) -> Iterator[None]:
     """Hold ``folder``'s lock (``fcntl.flock`` on ``<folder>/.snnsec.lock``): exclusive for writers, shared
     for readers. Re-entrant in one process (an inner request of any mode joins the outer lock)."""

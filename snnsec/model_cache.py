@@ -2,9 +2,14 @@
 (for a learned trigger, trained jointly with its trigger generator). Interrupted training resumes.
 
 Over several processes (torchrun, :mod:`snnsec.distributed`) every process trains; the main one checks the
-cache first (moving a damaged entry aside) and alone writes the trained model, which the others wait for."""
+cache first (moving a damaged entry aside) and alone writes the trained model, which the others wait for.
+
+Independent processes sharing a cache (two benches, Ray workers) train a model once: while one trains it,
+it holds ``.snnsec.<model id>.lock`` beside it and the others wait for it, then load what it saved."""
 from __future__ import annotations
 
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import asdict, replace
 from pathlib import Path
 
@@ -42,6 +47,23 @@ def backdoored_model(setup: AttackSetup, workspace: Workspace) -> tuple[Classifi
                     "backdoored model"), setup
 
 
+@contextmanager
+def training_lock(path: Path, label: str) -> Iterator[None]:
+    """Hold ``path``'s training lock (``.snnsec.<id>.lock`` beside it) in the main process, waiting with a
+    line when another process holds it. Other ranks of a torchrun job do not take it: they follow the main one."""
+    if not distributed.is_main():
+        yield
+        return
+    lock = path.with_name(f".snnsec.{path.stem}.lock")
+    with integrity.file_lock(lock, wait=False) as held:
+        if held:
+            yield
+            return
+    log(f"{label}: another process is training it; waiting for it ({lock})")
+    with integrity.file_lock(lock, wait=True):
+        yield
+
+
 def with_trained_trigger(setup: AttackSetup, trigger) -> AttackSetup:
     """A new setup holding a learned trigger in its trained state, and the training and test sets it triggers."""
     return replace(setup, trigger=trigger,
@@ -58,6 +80,13 @@ def _trained_jointly(build, trigger, train_set: FrameDataset, poison: PoisonConf
                      num_classes: int, identity: dict, workspace: Workspace):
     """Classifier and trigger generator trained together (dynamic triggers), or both from the cache."""
     path = model_path(workspace, identity)
+    with training_lock(path, "backdoored model"):
+        return _trained_jointly_locked(build, trigger, train_set, poison, training, num_classes, identity,
+                                       workspace, path)
+
+
+def _trained_jointly_locked(build, trigger, train_set: FrameDataset, poison: PoisonConfig, training: TrainConfig,
+                            num_classes: int, identity: dict, workspace: Workspace, path: Path):
     generator_file = generator_path(path)
     classifier = build()
     partial_path = path.with_name(f"{path.stem}.partial.pt")
@@ -72,6 +101,7 @@ def _trained_jointly(build, trigger, train_set: FrameDataset, poison: PoisonConf
             classifier = build()  # the failed load may have filled some weights
         if partial_path.exists() and integrity.usable(partial_path, "resume checkpoint"):
             log(f"backdoored model: resuming joint training from the last finished epoch ({partial_path})")
+    log(f"backdoored model: training jointly with its trigger, {training.epochs} epoch(s), to {path.name}")
     result = trigger.train_backdoor(classifier, train_set, poison, training, num_classes, checkpoint=partial_path)
     if distributed.is_main():
         remove_training_state(partial_path)
@@ -104,6 +134,12 @@ def _trained(build, dataset, training: TrainConfig, identity: dict, workspace: W
     """A model trained on ``dataset`` (each batch's loss from ``step``, default cross-entropy), loaded from
     the cache when the same identity was trained before."""
     path = model_path(workspace, identity)
+    with training_lock(path, label):
+        return _trained_locked(build, dataset, training, identity, workspace, label, step, path)
+
+
+def _trained_locked(build, dataset, training: TrainConfig, identity: dict, workspace: Workspace, label: str,
+                    step, path: Path) -> Classifier:
     classifier = build()
     partial = path.with_name(f"{path.stem}.partial.pt")
     with distributed.main_first():
@@ -116,6 +152,7 @@ def _trained(build, dataset, training: TrainConfig, identity: dict, workspace: W
             classifier = build()  # the failed load may have filled some weights
         if partial.exists() and integrity.usable(partial, "resume checkpoint"):
             log(f"{label}: resuming from the last finished epoch ({partial})")
+    log(f"{label}: training, {training.epochs} epoch(s), to {path.name}")
     history = train(classifier, dataset, training, label=f"training {label}", checkpoint=partial, step=step)
     if distributed.is_main():
         remove_training_state(partial)

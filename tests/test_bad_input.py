@@ -89,7 +89,9 @@ def test_show_trigger_checks_the_same_options(run):
 
 
 def _attack_line(run_id: str) -> str:
-    return json.dumps({"kind": "attack", "run_id": run_id, "config": {"dataset": "digits-dvs"}, "metrics": {}})
+    return json.dumps({"kind": "attack", "run_id": run_id, "config": {"dataset": "digits-dvs"}, "metrics": {},
+                       "artifacts": {}, "duration_s": 1.0, "started": "2026-01-01T00:00:00+00:00",
+                       "finished": "2026-01-01T00:00:01+00:00", "versions": {}})
 
 
 def test_empty_attack_run_is_rejected(run, tmp_path):

@@ -138,6 +138,8 @@ def test_two_benches_at_once_share_the_work_and_lose_nothing(tmp_path):
     assert sum(new) == len(keys)  # no run done twice
     lines = [json.loads(line) for line in (out / "records.jsonl").read_text().splitlines()]
     assert len(lines) == len(keys)
+    trainings = [line for o in outputs for line in o.splitlines() if re.search(r"model: training", line)]
+    assert len(trainings) == len(list((cache / "models").glob("*.safetensors")))  # each model trained once
 
 
 @pytest.mark.slow

@@ -53,3 +53,12 @@ def test_report_regenerates_the_committed_tables_from_records(folder: Path, tmp_
         committed = folder / path.name
         assert committed.exists(), f"{path.name} is generated but not committed in {folder}"
         assert path.read_bytes() == committed.read_bytes(), f"{folder / path.name} differs from its regeneration"
+
+
+def test_an_attack_run_is_found_in_a_folder_holding_only_its_database(tmp_path: Path) -> None:
+    from snnsec.defending import find_attack_record
+    from snnsec.results_db import ResultsDB
+
+    shutil.copy2(REPORTS / "bench-sneaky-spikes" / DB_NAME, tmp_path / DB_NAME)
+    attack = next(r for r in ResultsDB.of(tmp_path).records() if r["kind"] == "attack")
+    assert find_attack_record(attack["run_id"][:8], tmp_path)["run_id"] == attack["run_id"]
