@@ -118,15 +118,14 @@ def run_defense(config: DefenseConfig, attack: AttackConfig, workspace: Workspac
     # A reserve larger than the clean rows fails here, before any model is trained.
     draw_reserve(len(setup.train_set), np.asarray(setup.poisoned_train.indices), config.reserve_rate, config.seed)
     artifact = model_path(workspace, setup.attack_identity)  # before a learned trigger is trained
-    learned = hasattr(setup.trigger, "train_backdoor")  # its run id is known only once trained
-    recorded = {r["run_id"] for r in load_results(workspace.out_dir, "attack")}
-    if attack_run_id is None and (learned or config_hash(attack_record_config(setup, request_id)) not in recorded):
-        log("this attack is not recorded here yet: running it first (cached models are reused)")
-        attack_record, model, setup = record_attack(setup, request_id, workspace)
-        attack_run_id = attack_record.run_id
-    else:
-        model, setup = backdoored_model(setup, workspace)
-        attack_run_id = attack_run_id or config_hash(attack_record_config(setup, request_id))
+    model, trained = backdoored_model(setup, workspace)  # a learned trigger's run id is known once it is trained
+    if attack_run_id is None:
+        attack_run_id = config_hash(attack_record_config(trained, request_id))
+        if attack_run_id not in {r["run_id"] for r in load_results(workspace.out_dir, "attack")}:
+            log("this attack is not recorded here yet: running it first (cached models are reused)")
+            attack_record, model, trained = record_attack(setup, request_id, workspace)
+            attack_run_id = attack_record.run_id
+    setup = trained
     poison = setup.poison
     targets = tuple(range(setup.num_classes)) if poison.mode == "all-to-all" else (poison.target,)
     poisoned = np.asarray(setup.poisoned_train.indices)

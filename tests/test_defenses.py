@@ -238,3 +238,15 @@ def test_same_seed_same_numbers(attacked):
     assert first["run_id"] == second["run_id"]
     for key in ("ca_after", "asr_after", "auroc", "tpr", "fpr", "details"):
         assert first["metrics"][key] == second["metrics"][key]
+
+
+@pytest.mark.slow
+def test_a_defense_against_a_learned_trigger_records_its_attack_once(tmp_path):
+    """A learned trigger's run id is known once it is trained: the second defense finds the attack recorded."""
+    out = tmp_path / "o"
+    args = ("defend", "--defense", "pruning", "--trigger", "dynamic", "--model-config", "tiny", "--frames", "4",
+            "--size", "16", "--epochs", "1", "--out", str(out), "--cache-dir", str(tmp_path / "c"), "--json")
+    first, second = invoke(*args), invoke(*args)
+    attacks = [r for r in map(json.loads, (out / "records.jsonl").read_text().splitlines()) if r["kind"] == "attack"]
+    assert len(attacks) == 1
+    assert first["config"]["attack_run_id"] == second["config"]["attack_run_id"] == attacks[0]["run_id"]
