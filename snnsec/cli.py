@@ -373,6 +373,32 @@ def reproduce(run_id: str, out: Path, cache_dir: Path | None, data_dir: Path | N
         sys.exit(1)
 
 
+@cli.command()
+@click.option("--cache-dir", type=click.Path(file_okay=False, path_type=Path), default=None,
+              help="The cache [env: SNNSEC_CACHE_DIR; default ~/.cache/snnsec].")
+@click.option("--prune", is_flag=True, help="Delete stale frame entries, damaged files and orphaned temporary files.")
+def cache(cache_dir: Path | None, prune: bool) -> None:
+    """What the frame and model cache holds, by category; --prune deletes what no run reads again (never
+    current frames, models, resume checkpoints or locks)."""
+    from snnsec.attack_config import default_cache_dir
+    from snnsec.cache_admin import KEPT, PRUNABLE, prune as prune_files, survey
+
+    root = cache_dir or default_cache_dir()
+    if not root.is_dir():
+        raise click.ClickException(f"no cache at {root} (nothing framed or trained there yet; --cache-dir names it)")
+    found = survey(root)
+    click.echo(f"cache {root}")
+    for category in (*KEPT, *PRUNABLE):
+        files = found.files[category]
+        click.echo(f"  {category:<20} {len(files):>6} file(s) {found.size(category) / 2**20:>10.1f} MiB"
+                   f"{'  (prunable)' if category in PRUNABLE and files else ''}")
+    stale = found.prunable
+    if prune:
+        click.echo(f"pruned {len(stale)} file(s), {prune_files(found) / 2**20:.1f} MiB freed")
+    elif stale:
+        click.echo(f"{len(stale)} prunable file(s): `snnsec cache --prune` deletes them")
+
+
 @cli.group()
 def db() -> None:
     """The results database (DIR/results.sqlite) beside DIR/records.jsonl."""

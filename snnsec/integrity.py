@@ -186,6 +186,15 @@ def _alive(pid: int) -> bool:
     return True
 
 
+def orphaned_temp(path: Path) -> bool | None:
+    """None when ``path`` is not a temporary file (``*.tmp<pid>*``); else whether its writer no longer runs."""
+    match = _TEMP.search(Path(path).name)
+    if not match:
+        return None
+    pid = int(match.group(1))
+    return pid != os.getpid() and not _alive(pid)
+
+
 def sweep_temps(folder: Path) -> list[Path]:
     """Delete temporary files (``*.tmp<pid>*``) left in ``folder`` by processes that no longer run (killed
     mid-write); returns what was removed."""
@@ -193,8 +202,7 @@ def sweep_temps(folder: Path) -> list[Path]:
     if not folder.is_dir():
         return removed
     for path in folder.iterdir():
-        match = _TEMP.search(path.name)
-        if match and int(match.group(1)) != os.getpid() and not _alive(int(match.group(1))):
+        if orphaned_temp(path):
             path.unlink(missing_ok=True)
             removed.append(path)
     if removed:
