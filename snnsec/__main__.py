@@ -2,14 +2,14 @@
 
 Under torchrun every process joins the others first (:func:`snnsec.distributed.setup`: the process group and,
 with GPUs, its own ``cuda:LOCAL_RANK``) before any model is built. Only the main process shows progress bars
-and prints results; the others keep stderr for their errors.
+and prints results and status lines; the others keep stderr for their errors.
 """
 from __future__ import annotations
 
 import os
 import sys
 
-from snnsec import distributed
+from snnsec import distributed, progress
 from snnsec.cli import main
 
 if __name__ == "__main__":
@@ -17,4 +17,8 @@ if __name__ == "__main__":
     if not distributed.is_main():
         os.environ["SNNSEC_PROGRESS"] = "0"
         sys.stdout = open(os.devnull, "w")  # noqa: SIM115 - for the life of the process
-    sys.exit(main())
+        progress.quiet()  # the main process's status lines are everyone's
+    try:
+        sys.exit(main())
+    finally:
+        distributed.teardown()

@@ -34,6 +34,7 @@ def publish(out_dir: Path, path: Path) -> Path:
     dest = Path(out_dir) / STORE / f"{digest}{path.suffix}"
     dest.parent.mkdir(parents=True, exist_ok=True)
     with integrity.locked(dest.parent):
+        integrity.sweep_temps(dest.parent)  # left by a publish that was killed
         if not (dest.exists() and integrity.sha256_file(dest) == digest):
             tmp = integrity.temp_path(dest)
             try:
@@ -90,6 +91,8 @@ def check_store(out_dir: Path) -> list[str]:
     problems = []
     folder = Path(out_dir) / STORE
     for path in sorted(folder.glob("*.safetensors")) if folder.is_dir() else []:
+        if integrity.orphaned_temp(path) is not None:  # a publish in progress, or killed (its next one sweeps it)
+            continue
         actual = integrity.sha256_file(path)
         if actual != path.stem:
             problems.append(f"{path}: content sha256 {actual[:12]}... does not match its name")
@@ -102,3 +105,13 @@ def check_store(out_dir: Path) -> list[str]:
         if card.get("sha256") != actual or card.get("file") != path.name:
             problems.append(f"{path.with_suffix('.json')}: card names another file or digest")
     return problems
+
+
+def locate(recorded: str, folder: Path) -> Path | None:
+    """Where an artifact a record names is now: for the folder's own files (``artifacts/``, ``runs/``),
+    the file in ``folder`` (it may have moved, or been cloned elsewhere); else its recorded path. None if
+    it is not there."""
+    path = Path(recorded)
+    if path.parent.name in (STORE, "runs"):
+        path = folder / path.parent.name / path.name
+    return path if path.is_file() else None

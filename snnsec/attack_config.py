@@ -78,11 +78,12 @@ class Workspace:
     out_dir: Path = Path("reports")
     device: str = "auto"
     publish_artifacts: bool = False  # records name content-addressed copies of their models in out_dir (bench)
+    publish_dir: Path | None = None  # where they are published instead of out_dir (a Ray task's results folder)
 
     @property
     def publish_to(self) -> Path | None:
         """Where a record's model files are published (:mod:`snnsec.artifact_store`), or None."""
-        return self.out_dir if self.publish_artifacts else None
+        return (self.publish_dir or self.out_dir) if self.publish_artifacts else None
 
     def torch_device(self) -> torch.device:
         if self.device == "auto":

@@ -38,7 +38,7 @@ from dataclasses import asdict, dataclass, fields
 from pathlib import Path
 from typing import Any
 
-from snnsec import integrity
+from snnsec import distributed, integrity
 from snnsec.attack_config import AttackConfig, Workspace, fill_defaults, resolve_attack
 from snnsec.checks import check_seed, check_types
 from snnsec.defending import DefenseConfig, defense_request_id
@@ -311,15 +311,12 @@ def _validate(jobs: list[Job], where: str) -> None:
 
 def done_keys(out_dir: Path) -> set[str]:
     """Request ids recorded in ``out_dir``'s database (caught up from its ``records.jsonl`` first)."""
-    from snnsec.results_db import ResultsDB
+    from snnsec.results_db import ResultsDB, load_results
 
-    db = ResultsDB.of(out_dir)
-    records = Path(out_dir) / "records.jsonl"
-    if records.exists():
-        db.import_jsonl(records)  # a kill between a record's line and its row: the row is added now
-    if not db.path.exists():
+    if not ResultsDB.of(out_dir).path.exists() and not (Path(out_dir) / "records.jsonl").exists():
         return set()
-    return {r["config"].get("request_id") for r in db.records()}
+    # a kill between a record's line and its row: the row is added now (the database is written only then)
+    return {r["config"].get("request_id") for r in load_results(out_dir)}
 
 
 @contextmanager
@@ -356,6 +353,7 @@ def run_bench(jobs: list[Job], workspace: Workspace,
               execute_job: Callable[[Job, Workspace, bool], RunRecord | str] = execute) -> BenchResult:
     """Run every job not yet recorded in ``workspace.out_dir``, in order, with progress lines; runs claimed
     by another bench are deferred, then waited for."""
+    distributed.refuse("a bench (or sweep)")
     done = done_keys(workspace.out_dir)
     pending = [job for job in jobs if job.key not in done]
     log(f"bench: {len(jobs)} run(s), {len(jobs) - len(pending)} already recorded, {len(pending)} to run "

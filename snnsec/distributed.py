@@ -58,10 +58,24 @@ def setup() -> None:
     if world() == 1 or dist.is_initialized():
         return
     backend = "gloo"
-    if torch.cuda.is_available():
+    if torch.cuda.is_available() and local_rank() < torch.cuda.device_count():  # CPU processes may outnumber GPUs
         torch.cuda.set_device(local_rank())
         backend = "cpu:gloo,cuda:nccl"
     dist.init_process_group(backend=backend)
+
+
+def refuse(what: str) -> None:
+    """One line when ``what`` (a bench, a sweep, Ray) is asked of a torchrun launch: its processes would each
+    pick runs of their own, and their collectives would pair up across different runs."""
+    if world() > 1:
+        raise ConfigError(f"{what} cannot run under torchrun ({world()} processes): torchrun parallelises one "
+                          "training run (`torchrun ... -m snnsec attack ...`); run benches without it, or on Ray")
+
+
+def teardown() -> None:
+    """Leave the process group (at exit of a torchrun process; a no-op otherwise)."""
+    if dist.is_available() and dist.is_initialized():
+        dist.destroy_process_group()
 
 
 def barrier() -> None:

@@ -50,8 +50,9 @@ def backdoored_model(setup: AttackSetup, workspace: Workspace) -> tuple[Classifi
 @contextmanager
 def training_lock(path: Path, label: str) -> Iterator[None]:
     """Hold ``path``'s training lock (``.snnsec.<id>.lock`` beside it) in the main process, waiting with a
-    line when another process holds it. Other ranks of a torchrun job do not take it: they follow the main one."""
-    if not distributed.is_main():
+    line when another process holds it. A torchrun job takes none (its other processes would wait for the main
+    one in a collective with a timeout); it may then train a model another process trains too, as before."""
+    if distributed.world() > 1:  # the other ranks would wait in a collective, which times out: no lock
         yield
         return
     lock = path.with_name(f".snnsec.{path.stem}.lock")

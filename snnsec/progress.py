@@ -38,7 +38,18 @@ def progress_bar(description: str, total: int) -> Iterator[Callable[..., None]]:
         yield advance
 
 
+_quiet = False
+
+
+def quiet() -> None:
+    """Silence :func:`log` in this process (the other processes of a torchrun launch: the main one speaks)."""
+    global _quiet
+    _quiet = True
+
+
 def log(message: str) -> None:
     """A status line on stderr (never on stdout, which --json keeps clean), printed as is: no rich markup (so
     ``[1/2]`` and paths with brackets survive) and never wrapped (a log file keeps one line per message)."""
+    if _quiet:
+        return
     _console.print(message, highlight=False, markup=False, soft_wrap=True)

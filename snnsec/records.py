@@ -12,6 +12,7 @@ import io
 import json
 import os
 import platform
+import re
 from abc import ABC, abstractmethod
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import asdict, dataclass, field
@@ -31,11 +32,13 @@ def config_hash(config: dict[str, Any]) -> str:
 
 def package_versions() -> dict[str, str]:
     """Versions of what produced a result, the CPU thread count (it changes float summation order), the CPU
-    architecture and the CUDA build."""
+    architecture, the CUDA build and, for a torchrun launch, how many processes trained together."""
     import torch
 
     found = {"python": platform.python_version(), "torch_threads": str(torch.get_num_threads()),
              "machine": platform.machine(), "cuda": str(torch.version.cuda)}
+    if distributed.world() > 1:  # dropout masks and summation order differ from one process's
+        found["processes"] = str(distributed.world())
     for name in TRACKED_PACKAGES:
         try:
             found[name] = version(name)
@@ -204,8 +207,22 @@ def markdown_table(records: Sequence[dict[str, Any]], columns: Sequence[Column])
     return "\n".join([line([c.title for c in columns]), sep, *(line(r) for r in rows)]) + "\n"
 
 
+_LATEX_SPECIAL = {"\\": r"\textbackslash{}", "&": r"\&", "%": r"\%", "$": r"\$", "#": r"\#", "_": r"\_",
+                  "{": r"\{", "}": r"\}", "~": r"\textasciitilde{}", "^": r"\textasciicircum{}",
+                  "<": r"\textless{}", ">": r"\textgreater{}"}
+_LATEX_MATH = re.compile(r"^\$[^$]*\$(?: -)?$")  # a cell already in math mode: "$97.3 \pm 0.4$", "$97.3 \pm$ -"
+
+
+def latex_escape(text: str) -> str:
+    """``text`` for a LaTeX document: every special character escaped, ``->`` as an arrow (a cell already in
+    math mode, as the summaries' mean ± std, is kept)."""
+    if _LATEX_MATH.match(text):
+        return text
+    return r"$\rightarrow$".join("".join(_LATEX_SPECIAL.get(ch, ch) for ch in part) for part in text.split("->"))
+
+
 def latex_table(records: Sequence[dict[str, Any]], columns: Sequence[Column], caption: str) -> str:
-    escape = lambda s: s.replace("_", r"\_").replace("%", r"\%").replace("&", r"\&")  # noqa: E731
+    escape = latex_escape
     body = "\n".join(" & ".join(escape(cell(r, c)) for c in columns) + r" \\" for r in records)
     return (
         "\\begin{table}[t]\n\\centering\n\\caption{" + escape(caption) + "}\n"

@@ -116,6 +116,8 @@ def format_mean_std(values: Sequence[float], metric: Metric, latex: bool = False
     """``97.3 ± 0.4`` (``$97.3 \\pm 0.4$`` for LaTeX); ``97.3 ± -`` for one value; ``-`` for none."""
     if not values:
         return "-"
+    if not all(math.isfinite(float(v)) for v in values):  # a run that measured nan or inf: shown, not averaged
+        return "nan" if any(math.isnan(float(v)) for v in values) else "inf"
     factor = 100.0 if metric.percent else metric.scale
     mean, std = mean_std([factor * float(v) for v in values])
     places = decimals_for(mean, std, metric)

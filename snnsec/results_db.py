@@ -84,12 +84,16 @@ def as_record(record: RunRecord | dict[str, Any]) -> dict[str, Any]:
         raise ValueError(f"not a run record (not JSON: {integrity.describe(err)})") from None
 
 
-def artifact_digests(artifacts: dict[str, str]) -> dict[str, dict[str, str | None]]:
-    """Each artifact's path and, where the file exists, its SHA-256 (None otherwise)."""
+def artifact_digests(artifacts: dict[str, str], folder: Path) -> dict[str, dict[str, str | None]]:
+    """Each artifact's path and, where the file exists, its SHA-256 (None otherwise). The results folder's
+    own files (``artifacts/``, ``runs/``) are looked up in ``folder``, wherever it was moved or cloned to."""
+    from snnsec.artifact_store import locate
+
     found: dict[str, dict[str, str | None]] = {}
     for name, path in artifacts.items():
+        where = locate(path, folder)
         try:
-            digest = integrity.sha256_file(Path(path)) if Path(path).is_file() else None
+            digest = integrity.sha256_file(where) if where is not None else None
         except OSError:
             digest = None
         found[name] = {"path": path, "sha256": digest}
@@ -184,7 +188,7 @@ class ResultsDB:
             ids = [r["run_id"] for r in recs] if len(recs) <= 500 else None  # a big import reads every row
             stored = {r["run_id"]: canonical(r) for r in self._rows(conn, ids, check=False)}
             # files are hashed before the write lock is taken, and only for runs that will be written
-            artifacts = {r["run_id"]: artifact_digests(r["artifacts"]) for r in recs
+            artifacts = {r["run_id"]: artifact_digests(r["artifacts"], self.path.parent) for r in recs
                          if stored.get(r["run_id"]) != canonical(r)}
             with _transaction(conn):
                 outcomes = [self._put_one(conn, rec, artifacts, replace) for rec in recs]
@@ -207,7 +211,7 @@ class ResultsDB:
             return "kept"
         if problem is not None:
             integrity.report(f"{self.path} run {run_id} {problem}: replaced with the record given")
-        stored = artifacts.get(run_id) or artifact_digests(rec["artifacts"])
+        stored = artifacts.get(run_id) or artifact_digests(rec["artifacts"], self.path.parent)
         inserted = datetime.now(timezone.utc).isoformat(timespec="milliseconds")
         row = {**rec, "artifacts": stored, "inserted": inserted}
         values = (rec["kind"], canonical(rec["config"]), canonical(rec["metrics"]), canonical(rec["versions"]),

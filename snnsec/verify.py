@@ -10,13 +10,13 @@
 """
 from __future__ import annotations
 
+import json
 from dataclasses import dataclass, field
 from pathlib import Path
 
 from snnsec import integrity
-from snnsec.artifact_store import STORE, check_store
+from snnsec.artifact_store import STORE, check_store, locate
 from snnsec.errors import SnnsecError
-from snnsec.records import load_records
 from snnsec.results_db import ResultsDB, as_record, canonical
 
 
@@ -32,16 +32,6 @@ class Verification:
     @property
     def ok(self) -> bool:
         return not self.problems
-
-
-def locate(recorded: str, folder: Path) -> Path | None:
-    """Where an artifact a record names is now: for the folder's own files (``artifacts/``, ``runs/``),
-    the file in ``folder`` (it may have moved, or been cloned elsewhere); else its recorded path. None if
-    it is not there."""
-    path = Path(recorded)
-    if path.parent.name in (STORE, "runs"):
-        path = folder / path.parent.name / path.name
-    return path if path.is_file() else None
 
 
 def inside(recorded: str, folder: Path) -> bool:
@@ -72,18 +62,38 @@ def verify_folder(folder: Path, strict: bool = False) -> Verification:
         found.problems.append(str(err))
         return found
     if records.exists():
-        for rec in load_records(records):
-            mine = stored.get(rec["run_id"])
-            if mine is None:
-                found.problems.append(f"{records}: run {rec['run_id']} is not in the database "
-                                      f"(run `snnsec db import {folder}`)")
-            elif canonical(as_record(rec)) != canonical(mine):
-                found.problems.append(f"{records}: run {rec['run_id']} differs from the database's record")
+        _check_jsonl(found, records, stored, folder)
     for run_id in sorted(stored):
         for name, entry in (db.artifacts(run_id) or {}).items():
             _check_artifact(found, folder, run_id, name, entry, strict)
     found.problems.extend(check_store(folder))
     return found
+
+
+def _check_jsonl(found: Verification, records: Path, stored: dict[str, dict], folder: Path) -> None:
+    """Every line of ``records`` is a run record the database holds as written (of a run recorded more than
+    once, one of its lines); every run of the database has a line (the file is the log it was built from)."""
+    lines: dict[str, list[tuple[int, dict]]] = {}
+    for number, line in enumerate(records.read_bytes().split(b"\n"), 1):
+        if not line.strip():
+            continue
+        try:
+            rec = as_record(json.loads(line))
+        except ValueError as err:  # not JSON, or not a run record
+            why = " ".join(str(err).split())[:160]
+            found.problems.append(f"{records} line {number}: "
+                                  f"{why if why.startswith('not a run record') else f'not a run record ({why})'}")
+            continue
+        lines.setdefault(rec["run_id"], []).append((number, rec))
+    for run_id, written in lines.items():
+        mine = stored.get(run_id)
+        if mine is None:
+            found.problems.append(f"{records} line {written[0][0]}: run {run_id} is not in the database "
+                                  f"(run `snnsec db import {folder}`)")
+        elif not any(canonical(rec) == canonical(mine) for _, rec in written):
+            found.problems.append(f"{records} line {written[-1][0]}: run {run_id} differs from the database's record")
+    for run_id in sorted(set(stored) - set(lines)):
+        found.problems.append(f"{records}: run {run_id} of the database has no line (the file lost it)")
 
 
 def _check_artifact(found: Verification, folder: Path, run_id: str, name: str, entry: dict, strict: bool) -> None:

@@ -15,9 +15,10 @@ from click.testing import CliRunner
 
 from snnsec.bench import jobs_of, read_config
 from snnsec.cli import cli
-from snnsec.errors import SnnsecError
+from snnsec.errors import ConfigError, SnnsecError
 from snnsec.report import write_report
 from snnsec.results_db import ResultsDB
+from snnsec.verify import verify_folder
 
 TINY = {"model_config": "tiny", "epochs": 1, "frames": 4, "size": 16}
 GRID = {"name": "tiny", "seeds": [0, 1], "base": TINY,
@@ -158,3 +159,15 @@ def test_ray_path_on_a_local_instance(tmp_path):
     assert len((out / "records.jsonl").read_text().splitlines()) == len(keys)  # each run recorded once
     attack = next(r for r in records if r["kind"] == "attack")
     assert attack["versions"]["torch_threads"] == "1"  # the task's CPU request became torch's threads
+    found = verify_folder(out, strict=True)  # run files and published models landed in the results folder
+    assert found.ok and found.artifacts >= len(keys), found.problems
+
+
+def test_a_bench_under_torchrun_is_refused_in_one_line(monkeypatch, tmp_path):
+    from snnsec.attack_config import Workspace
+    from snnsec.bench import run_bench
+
+    monkeypatch.setenv("WORLD_SIZE", "2")  # as torchrun sets it: each process would pick runs of its own
+    with pytest.raises(ConfigError, match="cannot run under torchrun"):
+        run_bench(jobs_of(GRID), Workspace(out_dir=tmp_path / "out", cache_dir=tmp_path / "cache"))
+    assert not (tmp_path / "out").exists()

@@ -12,6 +12,7 @@ import torch
 import torch.distributed as dist
 import torch.multiprocessing as mp
 from spikingjelly.activation_based import layer
+import torch.nn.functional as F
 from torch import nn
 from torch.utils.data import TensorDataset
 
@@ -215,3 +216,20 @@ def test_only_the_main_process_writes_records_and_tables(monkeypatch, tmp_path):
     append_record(tmp_path / "records.jsonl", record)
     assert write_tables([record.to_dict()], [], tmp_path, "attack_results", "caption") == []
     assert list(tmp_path.iterdir()) == []
+
+
+@pytest.mark.parametrize("name", MODELS.names())
+def test_every_zoo_model_trains_on_an_empty_share(name):
+    """A process's share of a last batch smaller than the world is empty: every model must take it."""
+    entry = MODELS.get(name)
+    spec = InputSpec(4, 2, 16, 16, 4)
+    try:
+        config = entry.resolve_config("tiny", spec)
+    except ConfigError:  # a model without a tiny preset (its default fits the spec)
+        config = entry.resolve_config(None, spec)
+    classifier = Classifier(entry.build(config, spec), entry.feature_layer)
+    classifier.net.train()
+    logits = classifier.logits(torch.zeros(0, spec.frames, spec.channels, spec.height, spec.width))
+    (F.cross_entropy(logits, torch.zeros(0, dtype=torch.long)) * 0.0).backward()
+    assert logits.shape[0] == 0
+    assert all(torch.isfinite(p.grad).all() for p in classifier.net.parameters() if p.grad is not None)

@@ -237,3 +237,11 @@ def test_a_summary_of_a_kind_without_runs_writes_nothing(tmp_path, kind):
     ResultsDB.of(tmp_path).put(attack_record())
     assert write_summary(load_results(tmp_path), kind, tmp_path) == []
     assert not list(tmp_path.glob("summary_*"))
+
+
+def test_a_non_finite_value_is_shown_not_averaged():
+    from snnsec.report import Metric, format_mean_std
+
+    metric = Metric("x", "x")
+    assert format_mean_std([1.0, float("nan")], metric) == "nan"
+    assert format_mean_std([float("inf"), 2.0], metric) == "inf"

@@ -94,3 +94,27 @@ def test_reproduce_reruns_from_scratch_and_compares(folder, tmp_path):
 def test_reproduce_unknown_run_one_line(folder):
     result = CliRunner().invoke(cli, ["reproduce", "ffffffff", "--out", str(folder)])
     assert result.exit_code != 0 and "no run in" in result.output and "Traceback" not in result.output
+
+
+def test_verify_finds_damaged_lost_and_incomplete_lines(folder):
+    lines = (folder / "records.jsonl").read_text().splitlines()
+    incomplete = {k: v for k, v in json.loads(lines[0]).items() if k != "versions"}
+    (folder / "records.jsonl").write_text("\n".join(['{"cut short', json.dumps(incomplete)]) + "\n")  # line 2 lost
+    result = _verify(folder)
+    assert result.exit_code == 1 and "Traceback" not in result.output, result.output
+    assert "line 1: not a run record" in result.output and "line 2: not a run record (missing ['versions']" in result.output
+    assert result.output.count("of the database has no line") == 2
+
+
+def test_a_killed_publish_leaves_no_false_alarm(folder):
+    (folder / "artifacts" / "0123abcd.safetensors.tmp999999999").write_bytes(b"partial")
+    result = _verify(folder)
+    assert result.exit_code == 0 and ": OK" in result.output, result.output
+
+
+def test_the_database_rebuilt_elsewhere_finds_the_folders_artifacts(folder, monkeypatch, tmp_path):
+    (folder / "results.sqlite").unlink()
+    monkeypatch.chdir(tmp_path)  # recorded paths are relative to where the bench ran, not here
+    assert CliRunner().invoke(cli, ["db", "import", str(folder)]).exit_code == 0
+    result = _verify(folder)
+    assert result.exit_code == 0 and "4 artifact(s) checked" in result.output, result.output

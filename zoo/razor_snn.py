@@ -157,6 +157,8 @@ def soft_top_k(z: Tensor, ranked: Tensor, keep: int) -> Tensor:
     falling smoothly below; ``theta`` is midway between the k-th and (k+1)-th candidate score, ``s`` the
     candidates' score spread, at least 1e-3 (both detached, per sample). As SHARPNESS grows it tends to the
     binary top-k mask of inference; scale-free in ``z``."""
+    if z.shape[1] == 0:  # an empty batch (a process's empty share of a last batch under torchrun)
+        return torch.ones_like(z)
     top = ranked.sort(0, descending=True).values
     candidates = torch.isfinite(ranked)
     if keep >= int(candidates[:, 0].sum()):
