@@ -31,7 +31,7 @@ pre { font-size: 0.9em; max-width: 60em; overflow-x: auto; }
 img { max-width: 100%; }
 """
 
-# Sort a table's body by the clicked column: by data-sort (numbers by value, text otherwise), empty last;
+# Sort a table's body by the clicked column: by data-sort (numbers by value before text, text in order), empty last;
 # a second click on the same header reverses. Stable, so ties keep the previous order.
 SCRIPT = """
 function sortBy(th) {
@@ -45,8 +45,9 @@ function sortBy(th) {
   rows.sort(function (a, b) {
     var x = key(a), y = key(b);
     if (x === "" || y === "") { return (x === "") - (y === ""); }
-    var nx = Number(x), ny = Number(y), order;
-    if (!isNaN(nx) && !isNaN(ny)) { order = nx - ny; } else { order = x < y ? -1 : (x > y ? 1 : 0); }
+    var nx = Number(x), ny = Number(y), xn = !isNaN(nx), yn = !isNaN(ny), order;
+    if (xn && yn) { order = nx - ny; } else if (xn !== yn) { order = xn ? -1 : 1; }
+    else { order = x < y ? -1 : (x > y ? 1 : 0); }
     return ascending ? order : -order;
   });
   rows.forEach(function (row) { body.appendChild(row); });
