@@ -34,7 +34,7 @@ import json
 import time
 from collections.abc import Callable, Iterator
 from contextlib import ExitStack, contextmanager
-from dataclasses import asdict, dataclass, fields
+from dataclasses import asdict, dataclass, fields, replace
 from pathlib import Path
 from typing import Any
 
@@ -188,7 +188,8 @@ def jobs_of(config: Any, where: str = "bench config") -> list[Job]:
             for values in itertools.product(*(grid[a] for a in axes)):
                 attack = _attack_config({**shared, **block_base, **dict(zip(axes, values))}, where)
                 jobs.append(Job("attack", attack))
-                jobs.extend(Job("defense", attack, defense=_seeded(d, seed)) for d in defenses)
+                jobs.extend(Job("defense", attack, defense=d if pinned else replace(d, seed=seed))
+                            for d, pinned in defenses)
         for entry in evasions:
             model_config = _attack_config({k: v for k, v in shared.items() if k in MODEL_FIELDS}, where)
             jobs.append(Job("evasion", model_config, evasion=EvasionConfig(**entry, seed=seed)))
@@ -225,7 +226,9 @@ def _model_entry(value: Any, where: str) -> dict[str, Any]:
     raise ConfigError(f"{where}: each model is a name or a mapping {{model: NAME, model_config: CONFIG}}, got {value!r}")
 
 
-def _attack_block(value: Any, where: str) -> tuple[dict[str, Any], dict[str, list[Any]], list[DefenseConfig]]:
+def _attack_block(value: Any, where: str) -> tuple[dict[str, Any], dict[str, list[Any]],
+                                                  list[tuple[DefenseConfig, bool]]]:
+    """A block's base, grid and defenses, each with whether its entry sets its own seed."""
     if not isinstance(value, dict):
         raise ConfigError(f"{where} must be a mapping with keys {', '.join(ATTACK_BLOCK_KEYS)}, got {json_type(value)}")
     unknown = sorted(set(value) - set(ATTACK_BLOCK_KEYS))
@@ -237,7 +240,9 @@ def _attack_block(value: Any, where: str) -> tuple[dict[str, Any], dict[str, lis
     for options in grid.get("trigger_options", []):
         if not isinstance(options, dict):
             raise ConfigError(f"{where}: trigger_options must be a mapping (name: value), got {json_type(options)}")
-    return _fields_map(value.get("base", {}), f"{where}: base"), grid, defense_configs(value, where)
+    pinned = [isinstance(item, dict) and "seed" in item for item in value.get("defenses", [])]
+    return (_fields_map(value.get("base", {}), f"{where}: base"), grid,
+            list(zip(defense_configs(value, where), pinned)))
 
 
 def _evasion_entry(value: Any, where: str) -> dict[str, Any]:
@@ -275,13 +280,6 @@ def _attack_config(params: dict[str, Any], where: str) -> AttackConfig:
         return AttackConfig(**params)
     except SnnsecError as err:
         raise type(err)(f"{where}: {err}") from None
-
-
-def _seeded(defense: DefenseConfig, seed: int) -> DefenseConfig:
-    """A defense entry without its own seed takes the run's (as ``snnsec defend`` takes ``--seed``)."""
-    from dataclasses import replace
-
-    return defense if defense.seed != 0 else replace(defense, seed=seed)
 
 
 def _validate(jobs: list[Job], where: str) -> None:

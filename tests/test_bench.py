@@ -171,3 +171,10 @@ def test_a_bench_under_torchrun_is_refused_in_one_line(monkeypatch, tmp_path):
     with pytest.raises(ConfigError, match="cannot run under torchrun"):
         run_bench(jobs_of(GRID), Workspace(out_dir=tmp_path / "out", cache_dir=tmp_path / "cache"))
     assert not (tmp_path / "out").exists()
+
+
+def test_a_defense_takes_the_runs_seed_unless_its_entry_pins_one():
+    grid = {**GRID, "evasions": [], "attacks": [{"grid": {"trigger": ["static"], "poison_rate": [0.1]},
+                                                 "defenses": ["pruning", {"defense": "strip", "seed": 0}]}]}
+    defenses = [(j.attack.seed, j.defense.defense, j.defense.seed) for j in jobs_of(grid) if j.kind == "defense"]
+    assert defenses == [(0, "pruning", 0), (0, "strip", 0), (1, "pruning", 1), (1, "strip", 0)]
