@@ -1,5 +1,6 @@
 """Content-addressed artifacts of a results folder: ``<out>/artifacts/<sha256>.safetensors`` with a JSON card
-``<sha256>.json`` (architecture, config, input spec, digest) and the digest file every snnsec file has.
+``<sha256>.json`` (architecture, config, input spec, digest), each with the digest file every snnsec file has
+(so an edited card is noticed too).
 Nothing is pickled.
 
 A bench publishes the models its runs used (``Workspace.publish_artifacts``): the record then names the
@@ -45,8 +46,15 @@ def publish(out_dir: Path, path: Path) -> Path:
                 integrity.commit(tmp, dest)  # with its .sha256, as every file snnsec reads back
             finally:
                 tmp.unlink(missing_ok=True)
-        card = card_for(read_card(path), digest, dest)
-        integrity.atomic_write_text(dest.with_suffix(".json"), json.dumps(card, indent=1, sort_keys=True))
+        card, card_file = card_for(read_card(path), digest, dest), dest.with_suffix(".json")
+        text = json.dumps(card, indent=1, sort_keys=True)
+        if not (card_file.exists() and integrity.problem(card_file) is None and card_file.read_text() == text):
+            tmp = integrity.temp_path(card_file)
+            try:
+                tmp.write_text(text)
+                integrity.commit(tmp, card_file)  # with its .sha256: verify notices an edited card
+            finally:
+                tmp.unlink(missing_ok=True)
     return dest
 
 
@@ -97,10 +105,15 @@ def check_store(out_dir: Path) -> list[str]:
         if actual != path.stem:
             problems.append(f"{path}: content sha256 {actual[:12]}... does not match its name")
             continue
+        card_file = path.with_suffix(".json")
         try:
-            card = json.loads(path.with_suffix(".json").read_text())
+            card = json.loads(card_file.read_text())
         except (OSError, ValueError) as err:
-            problems.append(f"{path.with_suffix('.json')}: card missing or unreadable ({integrity.describe(err)})")
+            problems.append(f"{card_file}: card missing or unreadable ({integrity.describe(err)})")
+            continue
+        why = integrity.problem(card_file) if integrity.digest_path(card_file).exists() else None  # older: none
+        if why is not None:
+            problems.append(f"{card_file}: card {why}")
             continue
         if card.get("sha256") != actual or card.get("file") != path.name:
             problems.append(f"{path.with_suffix('.json')}: card names another file or digest")

@@ -118,3 +118,12 @@ def test_the_database_rebuilt_elsewhere_finds_the_folders_artifacts(folder, monk
     assert CliRunner().invoke(cli, ["db", "import", str(folder)]).exit_code == 0
     result = _verify(folder)
     assert result.exit_code == 0 and "4 artifact(s) checked" in result.output, result.output
+
+
+def test_verify_finds_an_edited_card(folder):
+    card = sorted((folder / "artifacts").glob("*.json"))[0]
+    data = json.loads(card.read_text())
+    data["architecture"]["model"] = "spikformer"
+    card.write_text(json.dumps(data, indent=1, sort_keys=True))
+    result = _verify(folder)
+    assert result.exit_code == 1 and "card does not match its digest" in result.output, result.output
