@@ -609,6 +609,18 @@ EVASION_COLUMNS = [
 ]
 
 
+def attack_label(row: dict[str, Any]) -> str:
+    """How an evasion outcome row is named in tables: its attack, marked as baseline, unbounded or transfer."""
+    return {"random": f"{row['attack']} (baseline)", "unbounded": f"{row['attack']} (unbounded)",
+            "transfer": f"{row['attack']} -> {row.get('transfer_to')}"}.get(row["role"], row["attack"])
+
+
+def defense_label(config: dict[str, Any]) -> str:
+    """An evasion record's defense as tables name it: adversarial training with its budget, or ``-``."""
+    at = config.get("adversarial_training")
+    return "-" if not at else f"adv. training (pgd {at['norm']} {at['budget']:g})"
+
+
 def table_rows(records: list[dict[str, Any]], cross_flags: dict[tuple[str, str], str] | None = None) -> list[dict[str, Any]]:
     """One table row per (record, outcome): the record with ``row`` (the outcome), ``checks`` (the flags that
     concern that row's curve, or ok) and display fields."""
@@ -617,8 +629,7 @@ def table_rows(records: list[dict[str, Any]], cross_flags: dict[tuple[str, str],
         metrics, config = record["metrics"], record["config"]
         flags = metrics.get("flags", [])
         target = config["evasion"].get("target")
-        at = config.get("adversarial_training")
-        defense = "-" if not at else f"adv. training (pgd {at['norm']} {at['budget']:g})"
+        defense = defense_label(config)
         event_filter = config["evasion"].get("event_filter")
         for row in metrics["rows"]:
             name = row["surrogate"] + (f" {row['mode']}" if row.get("mode") else "")
@@ -626,9 +637,7 @@ def table_rows(records: list[dict[str, Any]], cross_flags: dict[tuple[str, str],
             cross = (cross_flags or {}).get((record["run_id"], row["budget_label"]))
             if cross and row["role"] in ("attack", "best"):
                 mine.append(f"{name}: {cross}")
-            role = {"random": "random (baseline)", "unbounded": f"{row['attack']} (unbounded)",
-                    "transfer": f"{row['attack']} -> {row.get('transfer_to')}"}.get(row["role"])
-            shown = {**row, "attack": role or row["attack"]}
+            shown = {**row, "attack": attack_label(row)}
             shown_filter = "-" if not event_filter else f"{event_filter['filter']} ({row.get('mode', '')})"
             slim = {k: v for k, v in metrics.items() if k not in ("rows", "checks", "sample_rows")}  # per row: its own
             out.append({**record, "metrics": slim, "row": shown, "defense": defense,

@@ -260,10 +260,10 @@ def locked(folder: Path, shared: bool = False) -> Iterator[None]:
 
 def atomic_write_text(path: Path, text: str) -> None:
     """Write ``text`` to ``path`` through a temporary file and ``os.replace``: readers and a kill see the
-    old content or the new, never a torn or empty file."""
+    old content or the new, never a torn or empty file. UTF-8, whatever the locale (tables hold "±")."""
     tmp = temp_path(path)
     try:
-        tmp.write_text(text)
+        tmp.write_text(text, encoding="utf-8")
         os.replace(tmp, path)
     finally:
         tmp.unlink(missing_ok=True)

@@ -14,7 +14,7 @@ import json
 from pathlib import Path
 
 from snnsec import integrity
-from snnsec.report import Summary, SummaryRow, format_mean_std, mean_std, summaries, write_text
+from snnsec.report import Summary, SummaryRow, format_mean_std, mean_std, summaries
 
 SECTIONS = {"attack": ("attacks", "Attacks"), "defense": ("defenses", "Defenses"),
             "evasion": ("robustness", "Robustness (evasion)")}
@@ -136,4 +136,5 @@ def write_leaderboard(out_dir: Path) -> Path:
     path = Path(out_dir) / "leaderboard.html"
     text = leaderboard_html(out_dir)
     with integrity.locked(path.parent):
-        return write_text(path, text)
+        integrity.atomic_write_text(path, text)
+    return path

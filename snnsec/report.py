@@ -23,7 +23,6 @@ import hashlib
 import io
 import json
 import math
-import os
 import statistics
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -32,6 +31,7 @@ from typing import Any
 
 from snnsec import integrity
 from snnsec.records import Column, Snapshot, cell, flatten, latex_table, markdown_table
+from snnsec.results_db import canonical
 
 SEED_KEYS = frozenset({"seed"})  # at any depth of a config
 ID_KEYS = frozenset({"request_id", "attack_run_id"})  # ids that follow from the config and its seeds
@@ -46,21 +46,6 @@ def seedless(config: Any) -> Any:
     return config
 
 
-def seeds_of(config: dict[str, Any], prefix: str = "") -> dict[str, Any]:
-    """Every seed field of ``config``, by flattened key (``"seed"``, ``"attack.seed"``, ...)."""
-    found: dict[str, Any] = {}
-    for key, value in config.items():
-        if key in SEED_KEYS and not isinstance(value, dict):
-            found[prefix + key] = value
-        elif isinstance(value, dict):
-            found.update(seeds_of(value, f"{prefix}{key}."))
-    return found
-
-
-def _canonical(value: Any) -> str:
-    return json.dumps(value, sort_keys=True, default=str)
-
-
 @dataclass(frozen=True)
 class Group:
     """Runs that differ only in their seeds; ``config`` is what they share."""
@@ -71,7 +56,7 @@ class Group:
     @property
     def id(self) -> str:
         """8 hex digits naming the shared config."""
-        return hashlib.sha256(_canonical(self.config).encode()).hexdigest()[:8]
+        return hashlib.sha256(canonical(self.config).encode()).hexdigest()[:8]
 
 
 def group_runs(records: Sequence[dict[str, Any]]) -> list[Group]:
@@ -80,7 +65,7 @@ def group_runs(records: Sequence[dict[str, Any]]) -> list[Group]:
     ordered = sorted(records, key=lambda r: (r.get("finished", ""), r["run_id"]))
     groups: dict[str, list[dict[str, Any]]] = {}
     for record in ordered:
-        groups.setdefault(_canonical([record["kind"], seedless(record["config"])]), []).append(record)
+        groups.setdefault(canonical([record["kind"], seedless(record["config"])]), []).append(record)
     return [Group(seedless(runs[0]["config"]), tuple(runs)) for runs in groups.values()]
 
 
@@ -213,12 +198,13 @@ def _group_fields(group: Group, kind: str) -> dict[str, Any]:
     family) and, for evasion, the shown defense, filter and target."""
     fields = flatten({"config": group.config, "metrics": group.runs[0]["metrics"]})
     if kind == "evasion":
+        from snnsec.evading import defense_label
+
         config = group.config
-        at = config.get("adversarial_training")
         event_filter = (config["evasion"].get("event_filter") or {}).get("filter")
         target = config["evasion"].get("target")
-        fields.update(defense="-" if not at else f"adv. training (pgd {at['norm']} {at['budget']:g})",
-                      filter=event_filter or "-", target="-" if target is None else str(target))
+        fields.update(defense=defense_label(config), filter=event_filter or "-",
+                      target="-" if target is None else str(target))
     return fields
 
 
@@ -241,9 +227,9 @@ def _labels(groups: Sequence[Group], kind: str, candidates: Sequence[Label],
         if len(members) > 1:
             configs = {i: flatten(groups[i].config) for i in members}
             keys = {k for c in configs.values() for k in c}
-            differ = {k for k in keys if len({_canonical(c.get(k)) for c in configs.values()}) > 1}
+            differ = {k for k in keys if len({canonical(c.get(k)) for c in configs.values()}) > 1}
             given = {k for k in differ if not DERIVED & set(k.split("."))}
-            if len({_canonical([c.get(k) for k in sorted(given)]) for c in configs.values()}) == len(members):
+            if len({canonical([c.get(k) for k in sorted(given)]) for c in configs.values()}) == len(members):
                 differ = given  # the fields as requested tell them apart: their resolved values add nothing
             for i in members:
                 other.setdefault(i, set()).update(differ)
@@ -297,9 +283,9 @@ def summarize(records: Sequence[dict[str, Any]], kind: str) -> Summary:
 def _outcome(row: dict[str, Any]) -> tuple[str, ...]:
     """An evasion outcome's shown labels (as :func:`snnsec.evading.table_rows` names it): attack, norm,
     surrogate, mode, budget."""
-    attack = {"random": f"{row['attack']} (baseline)", "unbounded": f"{row['attack']} (unbounded)",
-              "transfer": f"{row['attack']} -> {row.get('transfer_to')}"}.get(row["role"], row["attack"])
-    return (attack, str(row.get("norm", "-")), str(row.get("surrogate", "-")), str(row.get("mode") or "-"),
+    from snnsec.evading import attack_label
+
+    return (attack_label(row), str(row.get("norm", "-")), str(row.get("surrogate", "-")), str(row.get("mode") or "-"),
             str(row.get("budget_label", "-")))
 
 
@@ -348,18 +334,6 @@ def summary_texts(summary: Summary) -> dict[str, str]:
 KINDS = ("attack", "defense", "evasion")
 
 
-def write_text(path: Path, text: str) -> Path:
-    """``text`` as UTF-8 (whatever the locale: the summaries hold "±") through a temporary file and a
-    rename, as :func:`snnsec.integrity.atomic_write_text`."""
-    tmp = integrity.temp_path(path)
-    try:
-        tmp.write_bytes(text.encode("utf-8"))
-        os.replace(tmp, path)
-    finally:
-        tmp.unlink(missing_ok=True)
-    return path
-
-
 def write_summary(records: Sequence[dict[str, Any]], kind: str, out_dir: Path) -> list[Path]:
     """``summary_<kind>s.{md,csv,tex,png}`` in ``out_dir`` from ``records`` (re-read under the folder's lock
     when they are a stale :class:`~snnsec.records.Snapshot`); nothing without runs of ``kind``."""
@@ -373,7 +347,8 @@ def write_summary(records: Sequence[dict[str, Any]], kind: str, out_dir: Path) -
             return []
         written = []
         for suffix, text in summary_texts(summary).items():
-            written.append(write_text(out_dir / f"{summary.stem}.{suffix}", text))
+            integrity.atomic_write_text(out_dir / f"{summary.stem}.{suffix}", text)
+            written.append(out_dir / f"{summary.stem}.{suffix}")
         figure = summary_figure(summary)
         if figure is not None:
             written.append(save_png(figure, out_dir / f"{summary.stem}.png"))
